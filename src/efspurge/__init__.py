@@ -1,0 +1,3 @@
+"""efspurge: delete files older than a given age from large directory trees."""
+
+__version__ = "1.0.0"

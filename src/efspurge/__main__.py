@@ -1,0 +1,5 @@
+"""``python -m efspurge``."""
+
+from efspurge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""The command line: arguments and environment -> Settings -> a run -> an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from efspurge import __version__
+from efspurge.jsonlog import setup_logging
+from efspurge.purger import EXIT_FATAL, EXIT_USAGE, AsyncPurger, prepare_root
+from efspurge.settings import OPTIONS, PATH_ENV, Settings, SettingsError, resolve_settings
+
+HELP = {
+    "max_age_days": "files whose modification time is older than this many days are deleted "
+    "(fractions allowed; default: 30)",
+    "max_concurrency": "ceiling on I/O operations in flight, i.e. on I/O threads (default: 1000)",
+    "memory_limit_mb": "soft memory limit: above it, discovery of new work pauses (default: 800)",
+    "task_batch_size": "directory entries listed per batch; a huge directory is streamed in "
+    "batches of this size, never listed whole (default: 5000)",
+    "dry_run": "decide and count everything, delete nothing",
+    "remove_empty_dirs": "remove directories left empty, children before parents (the root never)",
+    "max_empty_dirs_to_delete": "at most this many directories are removed per run "
+    "(0 = no limit; default: 500)",
+    "log_level": "DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)",
+    "progress_interval": "seconds between progress records (0 = none; default: 30)",
+    "io_threads": "I/O threads: 'auto' picks 1 on local filesystems and 256 on network ones, "
+    "never more than --max-concurrency (default: auto)",
+}
+METAVARS = {
+    "max_age_days": "DAYS",
+    "max_concurrency": "N",
+    "memory_limit_mb": "MB",
+    "task_batch_size": "N",
+    "max_empty_dirs_to_delete": "N",
+    "log_level": "LEVEL",
+    "progress_interval": "SECONDS",
+    "io_threads": "N|auto",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the flag, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="efspurge",
+        description="Delete regular files older than a given age below PATH, concurrently, "
+        "without following symlinks. Every option can also be set by an environment "
+        "variable EFSPURGE_<OPTION> (for example EFSPURGE_MAX_AGE_DAYS=7); the command line "
+        "wins over the environment.",
+        epilog="Exit codes: 0 done, 1 done with per-entry errors, 2 usage or configuration "
+        "error, 3 fatal error, 130 interrupted (SIGINT), 143 terminated (SIGTERM).",
+    )
+    parser.add_argument(
+        "path", nargs="?", default=None, help=f"root directory to purge (or {PATH_ENV})"
+    )
+    for spec in OPTIONS:
+        if spec.parse.__name__ == "parse_bool":
+            parser.add_argument(
+                spec.flag,
+                dest=spec.field,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{HELP[spec.field]} [{spec.env}]",
+            )
+        else:
+            parser.add_argument(
+                spec.flag,
+                dest=spec.field,
+                type=_argparse_type(spec.parse),
+                default=None,
+                metavar=METAVARS.get(spec.field),
+                help=f"{HELP[spec.field]} [{spec.env}]",
+            )
+    parser.add_argument("--version", action="version", version=f"efspurge {__version__}")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"efspurge: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings: Settings = resolve_settings(vars(args), os.environ)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    logger = setup_logging(settings.log_level)
+    try:
+        root = prepare_root(settings.path)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    try:
+        outcome = asyncio.run(AsyncPurger(settings, root, logger).run())
+    except Exception as exc:  # a bug or a broken environment: say so in one record
+        logger.critical("Purge failed", exc_info=True, extra={"extra_fields": {"error": repr(exc)}})
+        return EXIT_FATAL
+    return outcome.exit_code

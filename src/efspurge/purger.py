@@ -1,0 +1,291 @@
+"""AsyncPurger: wires the walk, the thread pool, the guard, progress, signals and the stats.
+
+The event loop does the supervising; the I/O happens in a thread pool that the loop owns as its
+default executor, sized from the settings (not asyncio's default of cpu_count + 4, which would
+cap a network filesystem at a handful of requests in flight). Each pool thread runs a worker
+loop that takes batches of work from a bounded queue, so the per-file cost is a plain function
+call, not an asyncio future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import resource
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from efspurge import fsops, mounts
+from efspurge.memory import MemoryGuard
+from efspurge.policy import AgePolicy
+from efspurge.settings import Settings, SettingsError
+from efspurge.stats import RunReport, final_record, total
+from efspurge.walker import Walker
+from efspurge.workqueue import WorkQueue
+
+# Threads used on a network filesystem when --io-threads is auto (capped by --max-concurrency).
+# Measured on slowfs (PERFORMANCE.md): past a few hundred threads two cores are saturated by
+# the GIL and the FUSE round trips, and more threads only add contention.
+NETWORK_IO_THREADS = 256
+# Files per chunk on a network filesystem: small enough that one big directory's lstats
+# spread over many threads, large enough that queue overhead stays negligible.
+NETWORK_CHUNK_SIZE = 128
+# Listed-but-unprocessed entries allowed, in listing batches: bounds memory by construction.
+ENTRY_BUDGET_BATCHES = 8
+
+EXIT_OK = 0
+EXIT_ENTRY_ERRORS = 1
+EXIT_USAGE = 2
+EXIT_FATAL = 3
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+@dataclass(frozen=True, slots=True)
+class RootInfo:
+    path: str
+    fd: int
+    st: os.stat_result
+    fs_type: str | None
+
+
+def prepare_root(raw_path: str) -> RootInfo:
+    """Resolve the root once (it may be reached through a symlink) and check it.
+
+    Raises SettingsError with a one-line message; nothing is changed on disk.
+    """
+    resolved = os.path.realpath(raw_path)
+    if resolved == "/":
+        raise SettingsError(f"PATH: refusing to purge the filesystem root ({raw_path!r})")
+    try:
+        fd, st = fsops.open_root(resolved)
+    except OSError as exc:
+        reasons = {
+            errno.ENOENT: "does not exist",
+            errno.ENOTDIR: "is not a directory",
+            errno.EACCES: "cannot be opened: permission denied",
+            errno.ELOOP: "is a symlink that changed while starting",
+        }
+        reason = reasons.get(exc.errno, f"cannot be opened: {exc.strerror}")
+        raise SettingsError(f"PATH: {raw_path!r} {reason}") from None
+    fs_type = mounts.filesystem_type(resolved, st.st_dev)
+    if mounts.is_pseudo(fs_type):
+        fsops.close(fd)
+        raise SettingsError(
+            f"PATH: {raw_path!r} is on a {fs_type} pseudo-filesystem, which is never purged"
+        )
+    return RootInfo(resolved, fd, st, fs_type)
+
+
+def choose_io_threads(settings: Settings, fs_type: str | None) -> int:
+    if settings.io_threads is not None:
+        wanted = settings.io_threads
+    elif mounts.is_local(fs_type):
+        # Local metadata calls take microseconds: more threads only contend for the GIL
+        # (measured: 2 threads are 2x slower than 1 on tmpfs).
+        wanted = 1
+    else:
+        wanted = NETWORK_IO_THREADS
+    return max(1, min(wanted, settings.max_concurrency))
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft descriptor limit to the hard one; return the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+@dataclass(slots=True)
+class Outcome:
+    record: dict[str, object]
+    exit_code: int
+
+
+class AsyncPurger:
+    def __init__(self, settings: Settings, root: RootInfo, logger: logging.Logger) -> None:
+        self.settings = settings
+        self.root = root
+        self.log = logger
+        self.policy = AgePolicy.from_days(settings.max_age_days)
+        self.io_threads = choose_io_threads(settings, root.fs_type)
+        local = self.io_threads == 1 or mounts.is_local(root.fs_type)
+        self.chunk_size = settings.task_batch_size if local else NETWORK_CHUNK_SIZE
+        self.chunk_size = min(self.chunk_size, settings.task_batch_size)
+        fd_limit = raise_fd_limit()
+        self.walker = Walker(
+            root_path=root.path,
+            root_fd=root.fd,
+            root_st=root.st,
+            policy=self.policy,
+            dry_run=settings.dry_run,
+            remove_empty_dirs=settings.remove_empty_dirs,
+            max_empty_dirs=settings.max_empty_dirs_to_delete,
+            batch_size=settings.task_batch_size,
+            chunk_size=self.chunk_size,
+            park_threshold=max(64, fd_limit // 4),
+            logger=logger,
+        )
+        self.guard: MemoryGuard | None = None
+        self._signal: int | None = None
+        self._started = 0.0
+
+    # --- the run --------------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(self.io_threads, thread_name_prefix="efspurge-io")
+        loop.set_default_executor(executor)
+        all_exited = asyncio.Event()
+
+        def spawn() -> bool:
+            try:
+                executor.submit(self.walker.worker_loop)
+            except RuntimeError:  # no more threads can be started: run with what we have
+                return False
+            return True
+
+        batch = self.settings.task_batch_size
+        queue = WorkQueue(
+            max_workers=self.io_threads,
+            listing_reservation=batch,
+            entry_budget=batch * ENTRY_BUDGET_BATCHES,
+            spawn=spawn,
+        )
+        queue.on_all_exited(lambda: loop.call_soon_threadsafe(all_exited.set))
+        self.walker.attach(queue)
+        self.guard = MemoryGuard(self.settings.memory_limit_mb, queue.set_paused, self.log)
+
+        self._log_start()
+        self._install_signal_handlers(loop)
+        self._started = time.monotonic()
+        background = [asyncio.create_task(self.guard.run())]
+        if self.settings.progress_interval > 0:
+            background.append(asyncio.create_task(self._progress_loop(queue)))
+        try:
+            queue.put(dirs=[self.walker.root])
+            if queue.alive == 0:
+                raise RuntimeError("could not start any I/O thread")
+            await all_exited.wait()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            self._remove_signal_handlers(loop)
+            self.walker.close_all()
+            executor.shutdown(wait=True)
+        return self._outcome(time.monotonic() - self._started)
+
+    # --- signals --------------------------------------------------------------------------
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._signal is not None:
+            # A second signal: the user insists. Every system call is atomic, so exiting now
+            # leaves nothing half-deleted; only the final record is lost.
+            self.log.warning(f"Second {name}: exiting at once", extra={"extra_fields": {}})
+            os._exit(128 + signum)
+        self._signal = signum
+        self.log.warning(
+            f"Received {name}: finishing in-flight operations, then stopping",
+            extra={"extra_fields": {"signal": name}},
+        )
+        self.walker.request_stop()
+
+    # --- records --------------------------------------------------------------------------
+
+    def _log_start(self) -> None:
+        fields = self.settings.as_log_fields()
+        fields.update(
+            root=self.root.path,
+            filesystem_type=self.root.fs_type or "unknown",
+            io_threads=self.io_threads,
+            chunk_size=self.chunk_size,
+            cutoff=datetime.fromtimestamp(self.policy.cutoff_ns / 1e9, UTC).isoformat(),
+            pid=os.getpid(),
+        )
+        self.log.info("Starting purge operation", extra={"extra_fields": fields})
+
+    async def _progress_loop(self, queue: WorkQueue) -> None:
+        while True:
+            await asyncio.sleep(self.settings.progress_interval)
+            counts = total(self.walker.counters)
+            elapsed = time.monotonic() - self._started
+            fields: dict[str, object] = {
+                "files_scanned": counts.files_scanned,
+                "files_to_purge": counts.files_to_purge,
+                "files_purged": counts.files_purged,
+                "dirs_scanned": counts.dirs_scanned,
+                "empty_dirs_deleted": counts.empty_dirs_deleted,
+                "errors": counts.errors,
+                "bytes_freed": counts.bytes_freed,
+                "elapsed_seconds": round(elapsed, 1),
+                "files_per_second": round(counts.files_scanned / max(elapsed, 1e-9), 1),
+                "memory_mb": round(self.guard.rss_mb(), 1) if self.guard else None,
+            }
+            fields.update(asdict(queue.stats()))
+            self.log.info("Progress", extra={"extra_fields": fields})
+
+    def _outcome(self, duration: float) -> Outcome:
+        counts = total(self.walker.counters)
+        stop_reason = None
+        if self._signal is not None:
+            stop_reason = signal.Signals(self._signal).name
+        elif self.walker.fatal is not None:
+            stop_reason = "internal error"
+        report = RunReport(
+            dry_run=self.settings.dry_run,
+            duration_seconds=duration,
+            interrupted=stop_reason is not None,
+            stop_reason=stop_reason,
+            memory_backpressure_events=self.guard.events if self.guard else 0,
+            io_threads=self.io_threads,
+            filesystem_type=self.root.fs_type or "unknown",
+        )
+        record = final_record(counts, report)
+        if self._signal == signal.SIGINT:
+            code = EXIT_SIGINT
+        elif self._signal == signal.SIGTERM:
+            code = EXIT_SIGTERM
+        elif self.walker.fatal is not None:
+            code = EXIT_FATAL
+        elif counts.errors:
+            code = EXIT_ENTRY_ERRORS
+        else:
+            code = EXIT_OK
+        record["exit_code"] = code
+        # The final record is written whatever --log-level says: it is the run's result.
+        # logger.handle() applies filters but not the level threshold.
+        level = logging.INFO if code == EXIT_OK else logging.WARNING
+        self.log.handle(
+            self.log.makeRecord(
+                self.log.name,
+                level,
+                __file__,
+                0,
+                "Purge operation completed",
+                (),
+                None,
+                extra={"extra_fields": record},
+            )
+        )
+        return Outcome(record, code)

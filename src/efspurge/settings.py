@@ -1,0 +1,166 @@
+"""Effective settings: command line over environment over defaults, validated once.
+
+Everything here is pure (no file system access), so that every bad value is rejected before
+the tree is touched. Each error names the flag or the variable it came from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "EFSPURGE_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class SettingsError(ValueError):
+    """A bad configuration value. The message is one line and names its source."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    path: str
+    max_age_days: float = 30.0
+    max_concurrency: int = 1000
+    memory_limit_mb: int = 800
+    task_batch_size: int = 5000
+    dry_run: bool = False
+    remove_empty_dirs: bool = False
+    max_empty_dirs_to_delete: int = 500
+    log_level: str = "INFO"
+    progress_interval: float = 30.0
+    io_threads: int | None = None  # None: chosen from the filesystem type (see engine docs)
+
+    def as_log_fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# --- value parsers: each takes the raw text and returns the value or raises ValueError ---------
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected one of 1/0, true/false, yes/no, on/off, got {text!r}")
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+def parse_float(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+
+
+def parse_log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return level
+
+
+def parse_io_threads(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    return parse_int(text)
+
+
+# --- range checks: each takes the parsed value and returns an error text or None -------------
+
+
+def _finite_non_negative(value: float) -> str | None:
+    if math.isnan(value) or math.isinf(value):
+        return f"must be a finite number, got {value}"
+    if value < 0:
+        return f"must not be negative, got {value}"
+    return None
+
+
+def _at_least(minimum: int) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        return None if value >= minimum else f"must be at least {minimum}, got {value}"
+
+    return check
+
+
+def _optional_at_least_one(value: int | None) -> str | None:
+    return None if value is None or value >= 1 else f"must be 'auto' or at least 1, got {value}"
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    field: str
+    parse: Callable[[str], Any]
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.field.upper()
+
+
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("max_age_days", parse_float, _finite_non_negative),
+    OptionSpec("max_concurrency", parse_int, _at_least(1)),
+    OptionSpec("memory_limit_mb", parse_int, _at_least(1)),
+    OptionSpec("task_batch_size", parse_int, _at_least(1)),
+    OptionSpec("dry_run", parse_bool),
+    OptionSpec("remove_empty_dirs", parse_bool),
+    OptionSpec("max_empty_dirs_to_delete", parse_int, _at_least(0)),
+    OptionSpec("log_level", parse_log_level),
+    OptionSpec("progress_interval", parse_float, _finite_non_negative),
+    OptionSpec("io_threads", parse_io_threads, _optional_at_least_one),
+)
+PATH_ENV = ENV_PREFIX + "PATH"
+
+
+def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Merge command-line values (None: not given) with the environment and the defaults.
+
+    Values from the command line arrive already parsed by argparse; values from the
+    environment are parsed here. Both pass the same range check.
+    """
+    chosen: dict[str, Any] = {}
+    for spec in OPTIONS:
+        value = cli_values.get(spec.field)
+        source = spec.flag
+        if value is None and spec.env in environ:
+            source = spec.env
+            raw = environ[spec.env]
+            if not raw.strip():
+                raise SettingsError(f"{spec.env}: is set but empty")
+            try:
+                value = spec.parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{spec.env}: {exc}") from None
+        if value is None:
+            continue
+        problem = spec.check(value) if spec.check else None
+        if problem:
+            raise SettingsError(f"{source}: {problem}")
+        chosen[spec.field] = value
+
+    path = cli_values.get("path")
+    if path is None:
+        path = environ.get(PATH_ENV)
+        if path is not None and not path.strip():
+            raise SettingsError(f"{PATH_ENV}: is set but empty")
+    if path is None:
+        raise SettingsError(f"PATH: no root path given (pass it as an argument or set {PATH_ENV})")
+    return Settings(path=path, **chosen)

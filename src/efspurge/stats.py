@@ -1,0 +1,85 @@
+"""Counters, rates and the final record.
+
+Each worker thread owns one :class:`Counters` and is the only writer of it, so counting needs
+no lock on the hot path. Readers (the progress record, the final record) add them up; a sum
+taken while workers run is a consistent-enough snapshot for progress, and the final sum is
+taken after every worker has stopped.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from dataclasses import dataclass, field, fields
+
+MIB = 1024 * 1024
+
+
+@dataclass(slots=True)
+class Counters:
+    files_scanned: int = 0  # regular files whose age was checked
+    files_to_purge: int = 0  # expired files selected for deletion (dry run and real run alike)
+    files_purged: int = 0  # files actually unlinked (0 in a dry run)
+    bytes_to_purge: int = 0
+    bytes_freed: int = 0  # st_size of the files actually unlinked
+    dirs_scanned: int = 0  # directories opened and listed, the root included
+    empty_dirs_to_delete: int = 0  # directories selected for removal (dry run and real run)
+    empty_dirs_deleted: int = 0  # directories actually removed (0 in a dry run)
+    symlinks_skipped: int = 0
+    special_files_skipped: int = 0  # fifos, sockets, devices
+    dirs_skipped_changed: int = 0  # swapped or replaced between listing and opening
+    entries_vanished: int = 0  # removed by someone else between listing and our call
+    errors: int = 0
+
+    def add(self, other: Counters) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def total(parts: list[Counters]) -> Counters:
+    result = Counters()
+    for part in list(parts):
+        result.add(part)
+    return result
+
+
+def peak_rss_mb() -> float:
+    """The process's true peak resident set size, as the kernel tracked it."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return round(peak / (MIB if sys.platform == "darwin" else 1024), 1)
+
+
+@dataclass(slots=True)
+class RunReport:
+    """Everything the final record says besides the counters."""
+
+    dry_run: bool
+    duration_seconds: float = 0.0
+    interrupted: bool = False
+    stop_reason: str | None = None
+    memory_backpressure_events: int = 0
+    io_threads: int = 0
+    filesystem_type: str = "unknown"
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def final_record(counts: Counters, report: RunReport) -> dict[str, object]:
+    """The ``Purge operation completed`` fields. Every documented key is always present."""
+    duration = max(report.duration_seconds, 1e-9)
+    record: dict[str, object] = {f.name: getattr(counts, f.name) for f in fields(counts)}
+    record.update(
+        duration_seconds=round(report.duration_seconds, 3),
+        files_per_second=round(counts.files_scanned / duration, 2),
+        mb_freed=round(counts.bytes_freed / MIB, 2),
+        mb_to_purge=round(counts.bytes_to_purge / MIB, 2),
+        dry_run=report.dry_run,
+        interrupted=report.interrupted,
+        stop_reason=report.stop_reason,
+        peak_memory_mb=peak_rss_mb(),
+        memory_backpressure_events=report.memory_backpressure_events,
+        io_threads=report.io_threads,
+        filesystem_type=report.filesystem_type,
+    )
+    record.update(report.extra)
+    return record

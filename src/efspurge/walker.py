@@ -1,0 +1,547 @@
+"""The concurrent walk: what each I/O worker thread does with an item of the work queue.
+
+A worker takes either a directory (open it if new, then list one batch of its entries) or a
+chunk of listed regular files (lstat each, delete the expired ones). System calls go through
+:mod:`efspurge.fsops`; decisions come from :mod:`efspurge.policy`.
+
+Post-order bookkeeping. Every directory node counts what still holds it open:
+
+* ``own_work``: its listing (1 until the listing is exhausted) plus its unprocessed chunks;
+* ``unopened``: child directories listed but not yet opened (opening needs this descriptor);
+* ``borrowers``: children being removed right now with this descriptor;
+* ``children``: child directories not yet finished.
+
+When all four reach zero the directory is finished: with ``--remove-empty-dirs`` it is removed
+if nothing was kept in it, then its parent is told, which may finish the parent in turn, so a
+chain emptied by the purge disappears in one run, children strictly before parents. The root
+is never removed.
+
+Descriptors. A directory whose own work is done but whose children are still running keeps its
+descriptor only while the number of open directories is under ``park_threshold``; above it the
+descriptor is closed ("parked"), and reopened through ``..`` of a child, checked by identity,
+if that child is removed. So a chain 100,000 levels deep does not need 100,000 descriptors.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import threading
+
+from efspurge import fsops
+from efspurge.policy import AgePolicy
+from efspurge.stats import Counters
+from efspurge.workqueue import WorkQueue
+
+_NOT_EMPTY = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY})
+
+
+class DirNode:
+    """One directory of the walk, alive from its listing until it is finished."""
+
+    __slots__ = (
+        "borrowers",
+        "children",
+        "entries",
+        "fd",
+        "kept",
+        "name",
+        "own_work",
+        "parent",
+        "st",
+        "unopened",
+    )
+
+    def __init__(self, name: str, parent: DirNode | None) -> None:
+        self.name = name
+        self.parent = parent
+        self.fd: int | None = None
+        self.st: os.stat_result | None = None
+        self.entries = None  # the scandir iterator while the listing is open
+        self.own_work = 1
+        self.unopened = 0
+        self.borrowers = 0
+        self.children = 0
+        self.kept = False  # something stays inside: the directory cannot be removed
+
+    def holds(self) -> int:
+        return self.own_work + self.unopened + self.borrowers
+
+
+class Chunk:
+    """Listed regular files of one directory, processed by one worker in one go."""
+
+    __slots__ = ("entries", "node")
+
+    def __init__(self, node: DirNode, entries: list[os.DirEntry[str]]) -> None:
+        self.node = node
+        self.entries = entries
+
+
+class Walker:
+    def __init__(
+        self,
+        *,
+        root_path: str,
+        root_fd: int,
+        root_st: os.stat_result,
+        policy: AgePolicy,
+        dry_run: bool,
+        remove_empty_dirs: bool,
+        max_empty_dirs: int,
+        batch_size: int,
+        chunk_size: int,
+        park_threshold: int,
+        logger: logging.Logger,
+        error_log_limit: int = 1000,
+    ) -> None:
+        self.root_path = root_path
+        self.policy = policy
+        self.dry_run = dry_run
+        self.remove_empty_dirs = remove_empty_dirs
+        self.max_empty_dirs = max_empty_dirs
+        self.batch_size = batch_size
+        self.chunk_size = chunk_size
+        self.park_threshold = park_threshold
+        self.log = logger
+        self._debug = logger.isEnabledFor(logging.DEBUG)
+
+        self.root = DirNode("", None)
+        self.root.fd = root_fd
+        self.root.st = root_st
+        self._tree_lock = threading.Lock()
+        self._open_nodes: set[DirNode] = {self.root}
+        self._dirs_reserved = 0  # empty-dir removals reserved, dry run or real
+        self._stop = False
+        self._error_logs_left = error_log_limit
+        self.counters: list[Counters] = []
+        self.fatal: BaseException | None = None
+        self.queue: WorkQueue | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def attach(self, queue: WorkQueue) -> None:
+        self.queue = queue
+
+    def request_stop(self) -> None:
+        self._stop = True
+        if self.queue is not None:
+            self.queue.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
+
+    def worker_loop(self) -> None:
+        """Runs in an I/O thread until the queue says exit."""
+        queue = self.queue
+        assert queue is not None
+        counters = Counters()
+        with self._tree_lock:
+            self.counters.append(counters)
+        try:
+            while (item := queue.get()) is not None:
+                released = 0
+                try:
+                    if type(item) is Chunk:
+                        released = len(item.entries)
+                        self._run_chunk(item, counters)
+                    else:
+                        released = self._list_step(item, counters)
+                except BaseException as exc:  # a bug: stop the run, never half-continue
+                    self.fatal = exc
+                    self.log.critical(
+                        "Internal error in a worker, stopping",
+                        exc_info=True,
+                        extra={"extra_fields": {"error": repr(exc)}},
+                    )
+                    self.request_stop()
+                finally:
+                    queue.done(released)
+        finally:
+            queue.worker_exited()
+
+    def close_all(self) -> None:
+        """After the workers exited: close every descriptor and listing still open."""
+        assert self.queue is not None
+        self.queue.drain()
+        with self._tree_lock:
+            nodes = list(self._open_nodes)
+            self._open_nodes.clear()
+        for node in nodes:
+            if node.entries is not None:
+                fsops.close_scan(node.entries)
+                node.entries = None
+            if node.fd is not None:
+                fsops.close(node.fd)
+                node.fd = None
+
+    # --- paths, only for messages ---------------------------------------------------------
+
+    def path_of(self, node: DirNode, name: str | None = None) -> str:
+        parts = [] if name is None else [name]
+        while node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        parts.append(self.root_path)
+        return os.path.join(*reversed(parts))
+
+    def _entry_error(
+        self, c: Counters, node: DirNode, name: str | None, op: str, exc: OSError
+    ) -> None:
+        c.errors += 1
+        with self._tree_lock:
+            self._error_logs_left -= 1
+            left = self._error_logs_left
+        if left >= 0:
+            self.log.warning(
+                f"{op} failed, skipping",
+                extra={
+                    "extra_fields": {
+                        "path": self.path_of(node, name),
+                        "operation": op,
+                        "errno": exc.errno,
+                        "error": exc.strerror or str(exc),
+                    }
+                },
+            )
+        if left == 0:
+            self.log.warning(
+                "Error log limit reached: further errors are counted but not logged",
+                extra={"extra_fields": {}},
+            )
+
+    # --- directories ----------------------------------------------------------------------
+
+    def _list_step(self, node: DirNode, c: Counters) -> int:
+        """List one batch of ``node``. Returns how much of the budget to give back."""
+        reserved = self.batch_size
+        if node.entries is None and not self._start_listing(node, c):
+            return reserved
+
+        kept = False
+        try:
+            entries = fsops.read_entries(node.entries, self.batch_size)
+        except OSError as exc:
+            self._entry_error(c, node, None, "list directory", exc)
+            entries, kept = [], True
+            exhausted = True
+        else:
+            exhausted = len(entries) < self.batch_size
+
+        files: list[os.DirEntry[str]] = []
+        subdirs: list[DirNode] = []
+        for entry in entries:
+            try:
+                kind = fsops.entry_kind(entry)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    c.entries_vanished += 1
+                else:
+                    self._entry_error(c, node, entry.name, "lstat", exc)
+                    kept = True
+                continue
+            if kind == fsops.FILE:
+                files.append(entry)
+            elif kind == fsops.DIR:
+                subdirs.append(DirNode(entry.name, node))
+            else:
+                kept = True
+                if kind == fsops.SYMLINK:
+                    c.symlinks_skipped += 1
+                else:
+                    c.special_files_skipped += 1
+                if self._debug:
+                    self._debug_kept(node, entry.name, "symlink or special file, never followed")
+
+        if exhausted:
+            fsops.close_scan(node.entries)
+            node.entries = None
+
+        size = self.chunk_size
+        chunks = [Chunk(node, files[i : i + size]) for i in range(0, len(files), size)]
+        with self._tree_lock:
+            node.own_work += len(chunks)
+            node.unopened += len(subdirs)
+            node.children += len(subdirs)
+            if kept:
+                node.kept = True
+
+        queue = self.queue
+        assert queue is not None
+        # The continuation goes in first so that the children, on top, are walked first.
+        later = [node] if not exhausted else []
+        queue.put(dirs=later + subdirs, chunks=chunks[1:])
+        released = reserved - sum(len(ch.entries) for ch in chunks[1:])
+        if chunks:
+            # The first chunk is processed right here: on a local disk, where one thread does
+            # everything, this saves a trip through the queue for every batch.
+            self._run_chunk(chunks[0], c)
+        if exhausted:
+            self._settle(node, c, own=-1)
+        return released
+
+    def _start_listing(self, node: DirNode, c: Counters) -> bool:
+        """Open a directory (the root is open already) and start its listing.
+
+        Returns False when there is nothing to list: the node is then already settled.
+        """
+        parent = node.parent
+        if parent is not None:
+            gone = False
+            try:
+                fd, st = fsops.open_subdir(parent.fd, node.name)  # parent held by `unopened`
+            except fsops.DirectoryChanged as exc:
+                c.dirs_skipped_changed += 1
+                self.log.warning(
+                    "Directory changed during the walk, not followed",
+                    extra={"extra_fields": {"path": self.path_of(node), "reason": str(exc)}},
+                )
+                fd = None
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    c.entries_vanished += 1
+                    gone = True
+                else:
+                    self._entry_error(c, node, None, "open directory", exc)
+                fd = None
+            if fd is None:
+                # Not ours to touch: finished at once. A vanished directory no longer keeps its
+                # parent from being empty; anything else does.
+                node.kept = not gone
+                with self._tree_lock:
+                    parent.unopened -= 1
+                    if node.kept:
+                        parent.kept = True
+                    node.own_work = 0
+                self._release_parent(node, c, removed=gone)
+                return False
+            node.fd, node.st = fd, st
+            with self._tree_lock:
+                self._open_nodes.add(node)
+            self._settle(parent, c, unopened=-1)
+        try:
+            node.entries = fsops.scan(node.fd)
+        except OSError as exc:
+            self._entry_error(c, node, None, "list directory", exc)
+            node.kept = True
+            self._settle(node, c, own=-1)
+            return False
+        c.dirs_scanned += 1
+        return True
+
+    # --- files ----------------------------------------------------------------------------
+
+    def _run_chunk(self, chunk: Chunk, c: Counters) -> None:
+        kept = self._process_files(chunk.node, chunk.entries, c)
+        if kept:
+            with self._tree_lock:
+                chunk.node.kept = True
+        self._settle(chunk.node, c, own=-1)
+
+    def _process_files(self, node: DirNode, entries: list[os.DirEntry[str]], c: Counters) -> bool:
+        """lstat each file, delete the expired ones. Returns True if any file stays."""
+        fd = node.fd
+        dry_run = self.dry_run
+        is_expired = self.policy.is_expired
+        lstat = fsops.lstat_entry
+        unlink = fsops.unlink_file
+        is_reg = stat.S_ISREG
+        kept = False
+        for entry in entries:
+            if self._stop:
+                return True  # the rest is left for the next run
+            try:
+                st = lstat(entry)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    c.entries_vanished += 1
+                else:
+                    self._entry_error(c, node, entry.name, "lstat", exc)
+                    kept = True
+                continue
+            if not is_reg(st.st_mode):
+                kept = True  # replaced since the listing: not a file we decided on
+                continue
+            c.files_scanned += 1
+            if not is_expired(st):
+                kept = True
+                if self._debug:
+                    self._debug_kept(node, entry.name, self.policy.why_kept(st))
+                continue
+            c.files_to_purge += 1
+            c.bytes_to_purge += st.st_size
+            try:
+                unlink(fd, entry.name, dry_run)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    c.entries_vanished += 1
+                else:
+                    self._entry_error(c, node, entry.name, "unlink", exc)
+                    kept = True
+                continue
+            if not dry_run:
+                c.files_purged += 1
+                c.bytes_freed += st.st_size
+            if self._debug:
+                self.log.debug(
+                    "Would delete file" if dry_run else "Deleted file",
+                    extra={
+                        "extra_fields": {
+                            "path": self.path_of(node, entry.name),
+                            "size": st.st_size,
+                            "mtime_ns": st.st_mtime_ns,
+                        }
+                    },
+                )
+        return kept
+
+    def _debug_kept(self, node: DirNode, name: str, reason: str) -> None:
+        self.log.debug(
+            "Kept", extra={"extra_fields": {"path": self.path_of(node, name), "reason": reason}}
+        )
+
+    # --- post-order completion ------------------------------------------------------------
+
+    def _settle(self, node: DirNode, c: Counters, *, own: int = 0, unopened: int = 0) -> None:
+        """Apply a change to what holds ``node``; finish it, or park its descriptor."""
+        with self._tree_lock:
+            node.own_work += own
+            node.unopened += unopened
+            if node.holds() or node.children:
+                self._maybe_park(node)
+                return
+        self._finish(node, c)
+
+    def _maybe_park(self, node: DirNode) -> None:
+        # Caller holds the tree lock, so no borrower can pick up the descriptor meanwhile.
+        if (
+            node.parent is not None
+            and node.fd is not None
+            and node.holds() == 0
+            and len(self._open_nodes) > self.park_threshold
+        ):
+            fsops.close(node.fd)
+            node.fd = None
+            self._open_nodes.discard(node)
+
+    def _finish(self, node: DirNode, c: Counters) -> None:
+        """Remove a finished directory if it is empty and allowed; then its parent may finish."""
+        while node.parent is not None:
+            removed = self._remove_if_empty(node, c)
+            with self._tree_lock:
+                if node.fd is not None:
+                    fsops.close(node.fd)
+                    node.fd = None
+                self._open_nodes.discard(node)
+            parent = self._release_parent(node, c, removed=removed, settle=False)
+            if parent is None:
+                return
+            node = parent
+
+    def _release_parent(
+        self, node: DirNode, c: Counters, *, removed: bool, settle: bool = True
+    ) -> DirNode | None:
+        """Tell the parent one child is finished. Returns the parent if that finished it."""
+        parent = node.parent
+        assert parent is not None
+        with self._tree_lock:
+            parent.children -= 1
+            if not removed:
+                parent.kept = True
+            if parent.holds() or parent.children:
+                self._maybe_park(parent)
+                return None
+        if parent.parent is None:
+            return None  # the root: never removed; the walk ends when the queue drains
+        if settle:
+            self._finish(parent, c)
+            return None
+        return parent
+
+    def _remove_if_empty(self, node: DirNode, c: Counters) -> bool:
+        if not self.remove_empty_dirs or node.kept or self._stop:
+            return False
+        if not self._reserve_dir_slot():
+            if self._debug:
+                self._debug_kept(node.parent, node.name, "empty-directory limit reached")
+            return False
+        if self.dry_run:
+            c.empty_dirs_to_delete += 1
+            if self._debug:
+                self.log.debug(
+                    "Would remove empty directory",
+                    extra={"extra_fields": {"path": self.path_of(node)}},
+                )
+            return True
+        removed = self._rmdir(node, c)
+        if removed:
+            c.empty_dirs_to_delete += 1
+            c.empty_dirs_deleted += 1
+        else:
+            with self._tree_lock:
+                self._dirs_reserved -= 1  # the slot was not used: give it back
+        return removed
+
+    def _reserve_dir_slot(self) -> bool:
+        # Reserved before the rmdir, under the lock: concurrent removals never exceed the limit.
+        with self._tree_lock:
+            if self.max_empty_dirs and self._dirs_reserved >= self.max_empty_dirs:
+                return False
+            self._dirs_reserved += 1
+            return True
+
+    def _rmdir(self, node: DirNode, c: Counters) -> bool:
+        parent = node.parent
+        assert parent is not None
+        parent_fd = self._borrow_fd(parent, via=node, c=c)
+        if parent_fd is None:
+            return False
+        try:
+            fsops.remove_dir(parent_fd, node.name, dry_run=False)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                c.entries_vanished += 1  # someone else removed it: the parent may be empty
+                return False
+            if exc.errno not in _NOT_EMPTY:
+                self._entry_error(c, node, None, "rmdir", exc)
+            return False
+        finally:
+            with self._tree_lock:
+                parent.borrowers -= 1
+        if self._debug:
+            self.log.debug(
+                "Removed empty directory", extra={"extra_fields": {"path": self.path_of(node)}}
+            )
+        return True
+
+    def _borrow_fd(self, parent: DirNode, *, via: DirNode, c: Counters) -> int | None:
+        with self._tree_lock:
+            if parent.fd is not None:
+                parent.borrowers += 1
+                return parent.fd
+        if via.fd is None:
+            return None  # cannot happen by construction; refusing is the safe answer
+        assert parent.st is not None
+        try:
+            fd = fsops.open_parent(via.fd, parent.st)
+        except fsops.DirectoryChanged as exc:
+            c.dirs_skipped_changed += 1
+            self.log.warning(
+                "Parent directory moved during the walk, not removing",
+                extra={"extra_fields": {"path": self.path_of(via), "reason": str(exc)}},
+            )
+            return None
+        except OSError as exc:
+            self._entry_error(c, parent, None, "reopen directory", exc)
+            return None
+        with self._tree_lock:
+            if parent.fd is None:
+                parent.fd = fd
+                self._open_nodes.add(parent)
+            else:
+                fsops.close(fd)
+            parent.borrowers += 1
+            return parent.fd

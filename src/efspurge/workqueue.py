@@ -1,0 +1,192 @@
+"""The bounded, thread-safe work queue that feeds the I/O worker threads.
+
+Two kinds of work wait here:
+
+* chunks: lists of already-listed regular files of one directory, to lstat and maybe unlink;
+* directories: a directory to open, or to continue listing (one ``--task-batch-size`` batch
+  per visit).
+
+Chunks always go first: they delete, and deleting releases memory and descriptors. Listing a
+directory creates work, so it is the thing held back: it starts only while the number of
+listed-but-unprocessed entries is under ``entry_budget``, and not while the memory guard has
+paused discovery. Both stacks are LIFO, so the walk is depth-first and the set of waiting
+directories stays proportional to depth x batch size rather than to the size of the tree.
+
+A worker that finds nothing to do waits on the condition. When no worker is busy and nothing
+is queued, the walk is finished and every waiting worker is released. Worker threads are
+started lazily, one per item that no idle worker can take, up to ``max_workers``: a small tree
+never starts hundreds of threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """How full the queue is, for the progress record."""
+
+    dirs_queued: int
+    chunks_queued: int
+    workers_busy: int
+    workers_alive: int
+    entries_outstanding: int
+    discovery_paused: bool
+
+
+class WorkQueue:
+    def __init__(
+        self,
+        *,
+        max_workers: int,
+        listing_reservation: int,
+        entry_budget: int,
+        spawn: Callable[[], bool],
+    ) -> None:
+        if entry_budget < listing_reservation:
+            raise ValueError("entry budget must hold at least one listing batch")
+        self._cond = threading.Condition(threading.Lock())
+        self._dirs: list[Any] = []
+        self._chunks: list[Any] = []
+        self._max_workers = max_workers
+        self._reservation = listing_reservation
+        self._budget_total = entry_budget
+        self._budget_free = entry_budget
+        self._spawn = spawn
+        self._alive = 0
+        self._idle = 0
+        self._busy = 0
+        self._finished = False
+        self._stopping = False
+        self._paused = False
+        self._on_all_exited: Callable[[], None] | None = None
+
+    # --- producers ------------------------------------------------------------------------
+
+    def put(self, dirs: Sequence[Any] = (), chunks: Sequence[Any] = ()) -> None:
+        """Queue work. Chunks must already hold their entries' share of the budget."""
+        with self._cond:
+            self._dirs.extend(dirs)
+            self._chunks.extend(chunks)
+            added = len(dirs) + len(chunks)
+            if added:
+                self._cond.notify(added)
+                self._grow(added)
+
+    def _grow(self, wanted: int) -> None:
+        # Start a worker for each item no idle worker is there to take.
+        missing = min(wanted - self._idle, self._max_workers - self._alive)
+        for _ in range(max(0, missing)):
+            if not self._spawn():
+                break
+            self._alive += 1
+
+    # --- consumers ------------------------------------------------------------------------
+
+    def get(self) -> Any | None:
+        """Block until there is work for this worker; None means: exit."""
+        with self._cond:
+            while True:
+                if self._stopping or self._finished:
+                    return None
+                item = self._take()
+                if item is not None:
+                    self._busy += 1
+                    if self._takeable():
+                        self._cond.notify()  # pass the baton: more work is ready
+                    return item
+                if self._busy == 0:
+                    if not self._dirs and not self._chunks:
+                        self._finished = True
+                        self._cond.notify_all()
+                        return None
+                    # Only paused directories remain and nothing runs that could lower memory:
+                    # waiting would hang forever. Let one through.
+                    if self._dirs and self._budget_free >= self._reservation:
+                        self._budget_free -= self._reservation
+                        self._busy += 1
+                        return self._dirs.pop()
+                self._idle += 1
+                self._cond.wait()
+                self._idle -= 1
+
+    def _take(self) -> Any | None:
+        if self._chunks:
+            return self._chunks.pop()
+        if self._dirs and not self._paused and self._budget_free >= self._reservation:
+            self._budget_free -= self._reservation
+            return self._dirs.pop()
+        return None
+
+    def _takeable(self) -> bool:
+        return bool(self._chunks) or (
+            bool(self._dirs) and not self._paused and self._budget_free >= self._reservation
+        )
+
+    def done(self, released_entries: int) -> None:
+        """A worker finished an item and gives back ``released_entries`` of the budget."""
+        with self._cond:
+            self._busy -= 1
+            self._budget_free += released_entries
+            if self._busy == 0:
+                self._cond.notify_all()
+            elif released_entries and self._takeable():
+                self._cond.notify()
+
+    def worker_exited(self) -> None:
+        with self._cond:
+            self._alive -= 1
+            callback = self._on_all_exited if self._alive == 0 else None
+        if callback is not None:
+            callback()
+
+    # --- control --------------------------------------------------------------------------
+
+    def on_all_exited(self, callback: Callable[[], None]) -> None:
+        with self._cond:
+            self._on_all_exited = callback
+
+    def stop(self) -> None:
+        """No new item is handed out; workers finish the one they hold and exit."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def set_paused(self, paused: bool) -> None:
+        with self._cond:
+            self._paused = paused
+            if not paused:
+                self._cond.notify_all()
+
+    def drain(self) -> list[Any]:
+        """After the workers exited: whatever was still queued (to release its resources)."""
+        with self._cond:
+            left = self._dirs + self._chunks
+            self._dirs.clear()
+            self._chunks.clear()
+            return left
+
+    @property
+    def finished(self) -> bool:
+        with self._cond:
+            return self._finished
+
+    @property
+    def alive(self) -> int:
+        with self._cond:
+            return self._alive
+
+    def stats(self) -> QueueStats:
+        with self._cond:
+            return QueueStats(
+                dirs_queued=len(self._dirs),
+                chunks_queued=len(self._chunks),
+                workers_busy=self._busy,
+                workers_alive=self._alive,
+                entries_outstanding=self._budget_total - self._budget_free,
+                discovery_paused=self._paused,
+            )
