@@ -120,9 +120,12 @@ class AsyncPurger:
         self.log = logger
         self.policy = AgePolicy.from_days(settings.max_age_days)
         self.io_threads = choose_io_threads(settings, root.fs_type)
-        local = self.io_threads == 1 or mounts.is_local(root.fs_type)
-        self.chunk_size = settings.task_batch_size if local else NETWORK_CHUNK_SIZE
-        self.chunk_size = min(self.chunk_size, settings.task_batch_size)
+        # One thread processes each listing batch whole, in the thread that listed it; several
+        # threads share a batch in chunks, so that one big directory's lstats run in parallel.
+        single = self.io_threads == 1
+        self.chunk_size = min(
+            settings.task_batch_size, settings.task_batch_size if single else NETWORK_CHUNK_SIZE
+        )
         fd_limit = raise_fd_limit()
         self.walker = Walker(
             root_path=root.path,

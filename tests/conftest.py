@@ -1,0 +1,117 @@
+"""Shared helpers: build real trees with explicit ages, snapshot them, run the purger."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from efspurge.jsonlog import setup_logging
+from efspurge.purger import AsyncPurger, Outcome, prepare_root
+from efspurge.settings import Settings
+
+DAY = 86_400
+NOW = time.time()
+OLD = NOW - 100 * DAY  # well past the default 30-day cutoff
+NEW = NOW - 1 * DAY  # well inside it
+
+EFSPURGE = shutil.which("efspurge", path=os.path.dirname(sys.executable)) or "efspurge"
+
+
+def make_file(path: Path, old: bool, size: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    stamp = OLD if old else NEW
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def snapshot(root: Path) -> set[str]:
+    """Every entry below root (not following symlinks), as 'kind:relative/path'."""
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if os.path.islink(full):
+                kind = "link"
+            elif os.path.isdir(full):
+                kind = "dir"
+            else:
+                kind = "file"
+            found.add(f"{kind}:{rel}")
+    return found
+
+
+@dataclass
+class Run:
+    outcome: Outcome
+    log: list[dict]
+
+    @property
+    def stats(self) -> dict:
+        return self.outcome.record
+
+    @property
+    def code(self) -> int:
+        return self.outcome.exit_code
+
+
+def purge(root: Path, **overrides) -> Run:
+    """Run the engine in-process on a real tree; return the final record and the log lines."""
+    overrides.setdefault("progress_interval", 0)
+    settings = Settings(path=str(root), **overrides)
+    info = prepare_root(settings.path)
+    stream = io.StringIO()
+    logger = setup_logging(settings.log_level, stream=stream)
+    outcome = asyncio.run(AsyncPurger(settings, info, logger).run())
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return Run(outcome, lines)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, prefix: tuple = ()
+) -> subprocess.CompletedProcess:
+    """Run the installed efspurge executable as a user would."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("EFSPURGE_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [*prefix, EFSPURGE, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+def records(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def final(stdout: str) -> dict:
+    done = [r for r in records(stdout) if r["message"] == "Purge operation completed"]
+    assert len(done) == 1, stdout
+    return done[0]["extra_fields"]
+
+
+# Thread settings every engine test runs with: one thread (the local-disk path) and several
+# threads with small batches (the network path: chunks shared between threads).
+ENGINE_MODES = [
+    pytest.param({"io_threads": 1}, id="1-thread"),
+    pytest.param({"io_threads": 8, "task_batch_size": 7}, id="8-threads-batch-7"),
+]
+
+
+@pytest.fixture(params=ENGINE_MODES)
+def mode(request) -> dict:
+    return dict(request.param)
