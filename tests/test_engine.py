@@ -205,7 +205,6 @@ def test_deep_tree_with_few_descriptors_parks_and_reopens(tmp_path, monkeypatch)
     # Force parking: every directory gives its descriptor back while its children run, and
     # removal reopens parents through '..'. The result must be the same.
     import efspurge.purger as purger_mod
-
     from efspurge import fsops
 
     monkeypatch.setattr(purger_mod, "raise_fd_limit", lambda: 0)  # park threshold: 64

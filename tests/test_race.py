@@ -21,7 +21,7 @@ def test_swapping_a_subdirectory_for_a_symlink_never_reaches_outside(tmp_path):
             make_file(root / f"d{i % 5}" / "victim" / f"old{i}", old=True)
         stop = threading.Event()
 
-        def swapper():
+        def swapper(stop=stop):
             # rename(2) is atomic: at every instant the name is either the real directory
             # or a symlink to outside.
             link_tmp = root / "d0" / "victim.link"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, from nothing: a fresh virtual environment, the project installed with
+# its dev extra, lint, format check, then pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "scripts/test.sh: efspurge needs Python 3.11 or newer ($PYTHON is $("$PYTHON" -V 2>&1))" >&2
+    exit 2
+fi
+
+VENV=${EFSPURGE_TEST_VENV:-.venv-test}
+rm -rf "$VENV"
+"$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+
+echo "== ruff check"
+"$VENV/bin/ruff" check .
+echo "== ruff format --check"
+"$VENV/bin/ruff" format --check .
+echo "== pytest"
+PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,251 @@
+"""The installed ``efspurge`` executable, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import EFSPURGE, final, make_file, records, run_cli, snapshot
+
+from efspurge import __version__
+
+DOCUMENTED_KEYS = {
+    "files_scanned",
+    "files_to_purge",
+    "files_purged",
+    "dirs_scanned",
+    "empty_dirs_deleted",
+    "symlinks_skipped",
+    "errors",
+    "bytes_freed",
+    "duration_seconds",
+    "files_per_second",
+    "mb_freed",
+}
+EXTRA_KEYS = {"dry_run", "interrupted", "peak_memory_mb", "memory_backpressure_events"}
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "root"
+    make_file(root / "old.log", old=True, size=2048)
+    make_file(root / "sub/old.tmp", old=True, size=1024)
+    make_file(root / "sub/new.tmp", old=False)
+    (root / "empty").mkdir()
+    return root
+
+
+def test_help_lists_every_option_and_variable():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in (
+        "--max-age-days",
+        "--max-concurrency",
+        "--memory-limit-mb",
+        "--task-batch-size",
+        "--dry-run",
+        "--remove-empty-dirs",
+        "--max-empty-dirs-to-delete",
+        "--log-level",
+        "--version",
+        "EFSPURGE_MAX_EMPTY_DIRS_TO_DELETE",
+        "EFSPURGE_REMOVE_EMPTY_DIRS",
+    ):
+        assert flag in result.stdout
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"efspurge {__version__}"
+    module = subprocess.run(
+        [sys.executable, "-m", "efspurge", "--version"], capture_output=True, text=True
+    )
+    assert module.stdout.strip() == f"efspurge {__version__}"
+
+
+def test_real_run_records_and_exit_code(tree):
+    result = run_cli(str(tree), "--remove-empty-dirs")
+    assert result.returncode == 0, result.stderr
+    lines = records(result.stdout)
+    for line in lines:
+        assert set(line) == {"timestamp", "level", "message", "logger", "extra_fields"}
+        assert line["logger"] == "efspurge"
+    assert lines[0]["message"] == "Starting purge operation"
+    assert lines[0]["extra_fields"]["max_age_days"] == 30.0
+    stats = final(result.stdout)
+    assert set(stats) >= DOCUMENTED_KEYS | EXTRA_KEYS
+    assert stats["files_purged"] == 2 and stats["bytes_freed"] == 3072
+    assert stats["empty_dirs_deleted"] == 1
+    assert stats["dry_run"] is False and stats["interrupted"] is False
+    assert stats["peak_memory_mb"] > 5
+    assert snapshot(tree) == {"dir:sub", "file:sub/new.tmp"}
+
+
+def test_dry_run_by_environment(tree):
+    before = snapshot(tree)
+    result = run_cli(str(tree), env={"EFSPURGE_DRY_RUN": "true"})
+    assert result.returncode == 0
+    assert final(result.stdout)["files_to_purge"] == 2
+    assert final(result.stdout)["dry_run"] is True
+    assert snapshot(tree) == before
+
+
+def test_no_dry_run_flag_overrides_environment(tree):
+    result = run_cli(str(tree), "--no-dry-run", env={"EFSPURGE_DRY_RUN": "1"})
+    assert final(result.stdout)["files_purged"] == 2
+
+
+def test_path_from_environment(tree):
+    result = run_cli(env={"EFSPURGE_PATH": str(tree), "EFSPURGE_DRY_RUN": "1"})
+    assert result.returncode == 0
+    assert final(result.stdout)["files_to_purge"] == 2
+
+
+def test_log_level_filters_but_the_final_record_stays(tree):
+    result = run_cli(str(tree), "--dry-run", "--log-level", "WARNING")
+    lines = records(result.stdout)
+    assert [r["message"] for r in lines] == ["Purge operation completed"]
+
+
+def test_debug_level_says_why_files_were_kept(tree):
+    result = run_cli(str(tree), "--dry-run", "--log-level", "DEBUG")
+    kept = [r for r in records(result.stdout) if r["message"] == "Kept"]
+    assert any(r["extra_fields"]["path"].endswith("sub/new.tmp") for r in kept)
+    would = [r for r in records(result.stdout) if r["message"] == "Would delete file"]
+    assert len(would) == 2
+
+
+def _bad(args, env=None):
+    return run_cli(*args, env=env)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--max-age-days", "-1"], None, "--max-age-days"),
+        (["--max-age-days", "nan"], None, "--max-age-days"),
+        (["--max-age-days", "inf"], None, "--max-age-days"),
+        (["--max-age-days", "abc"], None, "--max-age-days"),
+        (["--max-concurrency", "0"], None, "--max-concurrency"),
+        (["--memory-limit-mb", "0"], None, "--memory-limit-mb"),
+        (["--task-batch-size", "0"], None, "--task-batch-size"),
+        (["--max-empty-dirs-to-delete", "-1"], None, "--max-empty-dirs-to-delete"),
+        (["--log-level", "LOUD"], None, "--log-level"),
+        (["--no-such-flag"], None, "--no-such-flag"),
+        ([], {"EFSPURGE_MAX_AGE_DAYS": "soon"}, "EFSPURGE_MAX_AGE_DAYS"),
+        ([], {"EFSPURGE_REMOVE_EMPTY_DIRS": "perhaps"}, "EFSPURGE_REMOVE_EMPTY_DIRS"),
+        ([], {"EFSPURGE_MAX_CONCURRENCY": "-3"}, "EFSPURGE_MAX_CONCURRENCY"),
+        ([], {"EFSPURGE_LOG_LEVEL": "chatty"}, "EFSPURGE_LOG_LEVEL"),
+    ],
+)
+def test_bad_input_is_one_clear_line_exit_2_and_nothing_changes(tree, args, env, needle):
+    before = snapshot(tree)
+    result = run_cli(str(tree), *args, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0]
+    assert result.stdout == ""
+    assert snapshot(tree) == before
+
+
+def test_missing_root(tmp_path):
+    result = run_cli(str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_root_is_a_regular_file(tmp_path):
+    make_file(tmp_path / "file", old=True)
+    result = run_cli(str(tmp_path / "file"))
+    assert result.returncode == 2 and "is not a directory" in result.stderr
+    assert (tmp_path / "file").exists()
+
+
+def test_filesystem_root_is_refused(tmp_path):
+    result = run_cli("/", "--dry-run")
+    assert result.returncode == 2 and "filesystem root" in result.stderr
+    os.symlink("/", tmp_path / "slash")
+    result = run_cli(str(tmp_path / "slash"), "--dry-run")
+    assert result.returncode == 2 and "filesystem root" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "fstype"), [("/proc", "proc"), ("/sys", "sysfs"), ("/dev", "devtmpfs")]
+)
+def test_pseudo_filesystems_are_refused_by_type(path, fstype):
+    from efspurge import mounts
+
+    actual = mounts.filesystem_type(path, os.stat(path).st_dev)
+    if actual != fstype:
+        pytest.skip(f"{path} is {actual} on this machine, not {fstype}")
+    result = run_cli(path, "--dry-run")
+    assert result.returncode == 2
+    assert fstype in result.stderr and "pseudo-filesystem" in result.stderr
+
+
+def test_tmpfs_root_like_dev_shm_is_accepted():
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
+        make_file(__import__("pathlib").Path(tmp) / "old", old=True)
+        result = run_cli(tmp, "--dry-run")
+        assert result.returncode == 0, result.stderr
+        assert final(result.stdout)["files_to_purge"] == 1
+
+
+def _slow_tree(root, n=40_000):
+    root.mkdir()
+    for d in range(40):
+        sub = root / f"d{d}"
+        sub.mkdir()
+        for i in range(n // 40):
+            p = sub / f"f{i}"
+            p.touch()
+            if i % 2 == 0:
+                os.utime(p, (0, 0))
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_run_stops_cleanly_with_final_record(tmp_path, signum, code):
+    root = tmp_path / "root"
+    _slow_tree(root)
+    young = {p for p in snapshot(root) if p.startswith("file:") and int(p.rsplit("f", 1)[1]) % 2}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EFSPURGE_")}
+    # Batches of one entry make the run slow enough to interrupt; the first progress
+    # record says the run is under way, so the signal lands mid-run without any sleep.
+    proc = subprocess.Popen(
+        [EFSPURGE, str(root), "--task-batch-size", "1", "--progress-interval", "0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if json.loads(line)["message"] == "Progress":
+            proc.send_signal(signum)
+            break
+    rest, _ = proc.communicate(timeout=60)
+    lines.extend(rest.splitlines(keepends=True))
+    assert proc.returncode == code
+    stats = final("".join(lines))
+    assert stats["interrupted"] is True
+    assert stats["stop_reason"] == signal.Signals(signum).name
+    remaining = snapshot(root)
+    assert young <= remaining  # no young file was touched
+    deleted = (
+        20_000 - len([p for p in remaining if p.startswith("file:")]) + len(young) - len(young)
+    )
+    assert stats["files_purged"] == 40_000 - len([p for p in remaining if p.startswith("file:")])
+    assert 0 < stats["files_purged"] < 20_000, deleted  # stopped mid-way
+    # The next run continues where this one stopped.
+    again = run_cli(str(root))
+    assert again.returncode == 0
+    assert {p for p in snapshot(root) if p.startswith("file:")} == young

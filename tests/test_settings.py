@@ -1,0 +1,135 @@
+"""Settings: parsing, precedence (command line > environment > default), validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from efspurge.policy import NS_PER_DAY, AgePolicy
+from efspurge.settings import OPTIONS, Settings, SettingsError, resolve_settings
+
+
+def resolve(cli=None, env=None) -> Settings:
+    values = {"path": "/data", **(cli or {})}
+    return resolve_settings(values, env or {})
+
+
+def test_defaults_match_the_interface():
+    s = resolve()
+    assert (s.max_age_days, s.max_concurrency, s.memory_limit_mb, s.task_batch_size) == (
+        30.0,
+        1000,
+        800,
+        5000,
+    )
+    assert (s.dry_run, s.remove_empty_dirs, s.max_empty_dirs_to_delete, s.log_level) == (
+        False,
+        False,
+        500,
+        "INFO",
+    )
+
+
+def test_every_option_has_an_environment_variable():
+    env = {
+        "EFSPURGE_MAX_AGE_DAYS": "7.5",
+        "EFSPURGE_MAX_CONCURRENCY": "50",
+        "EFSPURGE_MEMORY_LIMIT_MB": "256",
+        "EFSPURGE_TASK_BATCH_SIZE": "100",
+        "EFSPURGE_DRY_RUN": "yes",
+        "EFSPURGE_REMOVE_EMPTY_DIRS": "on",
+        "EFSPURGE_MAX_EMPTY_DIRS_TO_DELETE": "0",
+        "EFSPURGE_LOG_LEVEL": "debug",
+        "EFSPURGE_PROGRESS_INTERVAL": "5",
+        "EFSPURGE_IO_THREADS": "16",
+    }
+    assert {spec.env for spec in OPTIONS} == set(env)
+    s = resolve(env=env)
+    assert s == Settings(
+        path="/data",
+        max_age_days=7.5,
+        max_concurrency=50,
+        memory_limit_mb=256,
+        task_batch_size=100,
+        dry_run=True,
+        remove_empty_dirs=True,
+        max_empty_dirs_to_delete=0,
+        log_level="DEBUG",
+        progress_interval=5.0,
+        io_threads=16,
+    )
+
+
+def test_command_line_wins_over_environment():
+    s = resolve(
+        cli={"max_age_days": 3.0, "dry_run": False},
+        env={"EFSPURGE_MAX_AGE_DAYS": "90", "EFSPURGE_DRY_RUN": "1"},
+    )
+    assert s.max_age_days == 3.0 and s.dry_run is False
+
+
+def test_path_from_environment():
+    assert resolve_settings({}, {"EFSPURGE_PATH": "/mnt/efs"}).path == "/mnt/efs"
+    with pytest.raises(SettingsError, match="no root path"):
+        resolve_settings({}, {})
+
+
+@pytest.mark.parametrize("text", ["1", "true", "TRUE", "yes", "on", " On "])
+def test_true_words(text):
+    assert resolve(env={"EFSPURGE_DRY_RUN": text}).dry_run is True
+
+
+@pytest.mark.parametrize("text", ["0", "false", "no", "off", "OFF"])
+def test_false_words(text):
+    assert resolve(env={"EFSPURGE_DRY_RUN": text}).dry_run is False
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EFSPURGE_DRY_RUN": "maybe"}, "EFSPURGE_DRY_RUN: expected one of"),
+        ({"EFSPURGE_DRY_RUN": ""}, "EFSPURGE_DRY_RUN: is set but empty"),
+        ({"EFSPURGE_MAX_AGE_DAYS": "thirty"}, "EFSPURGE_MAX_AGE_DAYS: expected a number"),
+        ({"EFSPURGE_MAX_AGE_DAYS": "-1"}, "EFSPURGE_MAX_AGE_DAYS: must not be negative"),
+        ({"EFSPURGE_MAX_AGE_DAYS": "nan"}, "EFSPURGE_MAX_AGE_DAYS: must be a finite number"),
+        ({"EFSPURGE_MAX_AGE_DAYS": "inf"}, "EFSPURGE_MAX_AGE_DAYS: must be a finite number"),
+        ({"EFSPURGE_MAX_CONCURRENCY": "0"}, "EFSPURGE_MAX_CONCURRENCY: must be at least 1"),
+        ({"EFSPURGE_MAX_CONCURRENCY": "1.5"}, "EFSPURGE_MAX_CONCURRENCY: expected a whole"),
+        ({"EFSPURGE_MEMORY_LIMIT_MB": "0"}, "EFSPURGE_MEMORY_LIMIT_MB: must be at least 1"),
+        ({"EFSPURGE_TASK_BATCH_SIZE": "-5"}, "EFSPURGE_TASK_BATCH_SIZE: must be at least 1"),
+        (
+            {"EFSPURGE_MAX_EMPTY_DIRS_TO_DELETE": "-1"},
+            "EFSPURGE_MAX_EMPTY_DIRS_TO_DELETE: must be at least 0",
+        ),
+        ({"EFSPURGE_LOG_LEVEL": "LOUD"}, "EFSPURGE_LOG_LEVEL: expected one of DEBUG"),
+        ({"EFSPURGE_IO_THREADS": "0"}, "EFSPURGE_IO_THREADS: must be 'auto' or at least 1"),
+    ],
+)
+def test_bad_environment_values_name_the_variable(env, message):
+    with pytest.raises(SettingsError) as info:
+        resolve(env=env)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_command_line_values_name_the_flag():
+    with pytest.raises(SettingsError, match=r"^--max-age-days: must not be negative"):
+        resolve(cli={"max_age_days": -2.0})
+    with pytest.raises(SettingsError, match=r"^--max-concurrency: must be at least 1"):
+        resolve(cli={"max_concurrency": 0})
+
+
+def test_io_threads_auto():
+    assert resolve(env={"EFSPURGE_IO_THREADS": "auto"}).io_threads is None
+
+
+def test_cutoff_is_exact_in_nanoseconds():
+    now = 1_700_000_000 * 10**9
+    assert AgePolicy.from_days(30, now_ns=now).cutoff_ns == now - 30 * NS_PER_DAY
+    assert AgePolicy.from_days(0.5, now_ns=now).cutoff_ns == now - NS_PER_DAY // 2
+    assert AgePolicy.from_days(0, now_ns=now).cutoff_ns == now
+
+
+def test_huge_age_matches_nothing_without_overflow():
+    policy = AgePolicy.from_days(1e12, now_ns=10**18)
+    assert isinstance(policy.cutoff_ns, int)
+    assert policy.cutoff_ns < -(10**25)  # before any representable file time
