@@ -102,16 +102,32 @@ def close_scan(entries: Iterator[os.DirEntry[str]]) -> None:
     entries.close()  # type: ignore[attr-defined]
 
 
-def entry_kind(entry: os.DirEntry[str]) -> int:
-    """Classify by d_type; only a filesystem that reports DT_UNKNOWN costs an lstat here, and
-    that lstat is cached in the entry, so :func:`lstat_entry` does not repeat it."""
-    if entry.is_file(follow_symlinks=False):
-        return FILE
-    if entry.is_dir(follow_symlinks=False):
-        return DIR
-    if entry.is_symlink():
-        return SYMLINK
-    return OTHER
+def sort_entries(
+    entries: list[os.DirEntry[str]],
+) -> tuple[list[os.DirEntry[str]], list[os.DirEntry[str]], list[tuple[os.DirEntry[str], int]]]:
+    """Split a batch by d_type into (files, directories, others with their kind).
+
+    Only a filesystem that reports DT_UNKNOWN costs an lstat here, and that lstat is cached
+    in the entry, so :func:`lstat_entry` does not repeat it. An entry whose lstat fails is
+    returned among the others with the OSError as its kind.
+    """
+    files: list[os.DirEntry[str]] = []
+    dirs: list[os.DirEntry[str]] = []
+    others: list[tuple[os.DirEntry[str], object]] = []
+    add_file = files.append
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                add_file(entry)
+            elif entry.is_dir(follow_symlinks=False):
+                dirs.append(entry)
+            elif entry.is_symlink():
+                others.append((entry, SYMLINK))
+            else:
+                others.append((entry, OTHER))
+        except OSError as exc:
+            others.append((entry, exc))
+    return files, dirs, others
 
 
 def lstat_entry(entry: os.DirEntry[str]) -> os.stat_result:

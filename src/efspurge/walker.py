@@ -231,30 +231,21 @@ class Walker:
         else:
             exhausted = len(entries) < self.batch_size
 
-        files: list[os.DirEntry[str]] = []
-        subdirs: list[DirNode] = []
-        for entry in entries:
-            try:
-                kind = fsops.entry_kind(entry)
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
+        files, dirs, others = fsops.sort_entries(entries)
+        subdirs = [DirNode(entry.name, node) for entry in dirs]
+        for entry, kind in others:
+            if isinstance(kind, OSError):
+                if kind.errno == errno.ENOENT:
                     c.entries_vanished += 1
-                else:
-                    self._entry_error(c, node, entry.name, "lstat", exc)
-                    kept = True
-                continue
-            if kind == fsops.FILE:
-                files.append(entry)
-            elif kind == fsops.DIR:
-                subdirs.append(DirNode(entry.name, node))
+                    continue
+                self._entry_error(c, node, entry.name, "lstat", kind)
+            elif kind == fsops.SYMLINK:
+                c.symlinks_skipped += 1
             else:
-                kept = True
-                if kind == fsops.SYMLINK:
-                    c.symlinks_skipped += 1
-                else:
-                    c.special_files_skipped += 1
-                if self._debug:
-                    self._debug_kept(node, entry.name, "symlink or special file, never followed")
+                c.special_files_skipped += 1
+            kept = True
+            if self._debug:
+                self._debug_kept(node, entry.name, "symlink or special file, never followed")
 
         if exhausted:
             fsops.close_scan(node.entries)
@@ -342,61 +333,78 @@ class Walker:
         self._settle(chunk.node, c, own=-1)
 
     def _process_files(self, node: DirNode, entries: list[os.DirEntry[str]], c: Counters) -> bool:
-        """lstat each file, delete the expired ones. Returns True if any file stays."""
+        """lstat each file, delete the expired ones. Returns True if any file stays.
+
+        This is the per-file hot loop: names are bound locally and counts are kept in locals
+        and added to the thread's counters once per chunk.
+        """
         fd = node.fd
         dry_run = self.dry_run
+        debug = self._debug
         is_expired = self.policy.is_expired
         lstat = fsops.lstat_entry
         unlink = fsops.unlink_file
         is_reg = stat.S_ISREG
         kept = False
-        for entry in entries:
-            if self._stop:
-                return True  # the rest is left for the next run
-            try:
-                st = lstat(entry)
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    c.entries_vanished += 1
-                else:
-                    self._entry_error(c, node, entry.name, "lstat", exc)
+        scanned = selected = selected_bytes = purged = purged_bytes = 0
+        try:
+            for entry in entries:
+                if self._stop:
+                    kept = True  # the rest is left for the next run
+                    break
+                try:
+                    st = lstat(entry)
+                except OSError as exc:
+                    kept = self._file_failed(c, node, entry.name, "lstat", exc) or kept
+                    continue
+                if not is_reg(st.st_mode):
+                    kept = True  # replaced since the listing: not a file we decided on
+                    continue
+                scanned += 1
+                if not is_expired(st):
                     kept = True
-                continue
-            if not is_reg(st.st_mode):
-                kept = True  # replaced since the listing: not a file we decided on
-                continue
-            c.files_scanned += 1
-            if not is_expired(st):
-                kept = True
-                if self._debug:
-                    self._debug_kept(node, entry.name, self.policy.why_kept(st))
-                continue
-            c.files_to_purge += 1
-            c.bytes_to_purge += st.st_size
-            try:
-                unlink(fd, entry.name, dry_run)
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    c.entries_vanished += 1
-                else:
-                    self._entry_error(c, node, entry.name, "unlink", exc)
-                    kept = True
-                continue
-            if not dry_run:
-                c.files_purged += 1
-                c.bytes_freed += st.st_size
-            if self._debug:
-                self.log.debug(
-                    "Would delete file" if dry_run else "Deleted file",
-                    extra={
-                        "extra_fields": {
-                            "path": self.path_of(node, entry.name),
-                            "size": st.st_size,
-                            "mtime_ns": st.st_mtime_ns,
-                        }
-                    },
-                )
+                    if debug:
+                        self._debug_kept(node, entry.name, self.policy.why_kept(st))
+                    continue
+                selected += 1
+                selected_bytes += st.st_size
+                try:
+                    unlink(fd, entry.name, dry_run)
+                except OSError as exc:
+                    kept = self._file_failed(c, node, entry.name, "unlink", exc) or kept
+                    continue
+                if not dry_run:
+                    purged += 1
+                    purged_bytes += st.st_size
+                if debug:
+                    self._debug_deleted(node, entry.name, st)
+        finally:
+            c.files_scanned += scanned
+            c.files_to_purge += selected
+            c.bytes_to_purge += selected_bytes
+            c.files_purged += purged
+            c.bytes_freed += purged_bytes
         return kept
+
+    def _file_failed(self, c: Counters, node: DirNode, name: str, op: str, exc: OSError) -> bool:
+        """Count a failed call on a file. Returns True if the file may still be there."""
+        if exc.errno == errno.ENOENT:
+            c.entries_vanished += 1  # someone else removed it first: not an error
+            return False
+        self._entry_error(c, node, name, op, exc)
+        return True
+
+    def _debug_deleted(self, node: DirNode, name: str, st: os.stat_result) -> None:
+        self.log.debug(
+            "Would delete file" if self.dry_run else "Deleted file",
+            extra={
+                "extra_fields": {
+                    "path": self.path_of(node, name),
+                    "size": st.st_size,
+                    "mtime_ns": st.st_mtime_ns,
+                }
+            },
+        )
 
     def _debug_kept(self, node: DirNode, name: str, reason: str) -> None:
         self.log.debug(
