@@ -44,7 +44,19 @@ def total(parts: list[Counters]) -> Counters:
 
 
 def peak_rss_mb() -> float:
-    """The process's true peak resident set size, as the kernel tracked it."""
+    """The process's true peak resident set size.
+
+    ``VmHWM`` is the high-water mark of this process image. ``getrusage``'s ``ru_maxrss`` is
+    the fallback only: after exec it still remembers the parent's size at fork time, so a
+    tool started from a big process would report the parent's memory as its own.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return round(peak / (MIB if sys.platform == "darwin" else 1024), 1)

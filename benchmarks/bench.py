@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""efspurge benchmark: efspurge against `find -delete` (and other peers) on identical trees.
+
+For each scenario and round, every tool gets a freshly generated copy of the same
+deterministic tree, in interleaved order (A B A B ...). After every run the tree is checked:
+exactly the old regular files must be gone, and everything else must still be there.
+Reported per tool and scenario: median wall time, files deleted per second, peak RSS of the
+process, and the ratio to `find` paired round by round.
+
+Works on any filesystem. To measure a latency filesystem, generate on a backing store and
+mount it before each run (cold caches) with --mount/--umount hooks, or use --slowfs, which
+does that with ../shared/tools/slowfs.
+
+    python benchmarks/bench.py --root-base /dev/shm/bench --scenarios flat:100000,balanced:10x3x100
+    python benchmarks/bench.py --root-base /var/tmp/bench --scenarios balanced:10x2x200 \\
+        --slowfs "lat_getattr=1000 lat_readdir=1000 lat_unlink=2500 lat_rmdir=2500 \\
+                  lat_other=500 lat_opendir=0 entry_timeout=3 attr_timeout=3"
+
+Scenario syntax: flat:N | balanced:FANOUTxDEPTHxPER_LEAF | deep:DEPTHxPER_LEVEL | mixed:N,
+each optionally followed by @FRACTION_OLD (default 0.5), e.g. flat:1000000@0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DAY = 86_400
+AGE_DAYS = 30
+HERE = Path(__file__).resolve().parent
+DEFAULT_SLOWFS = HERE.parent.parent / "shared" / "tools" / "slowfs"
+
+
+# --- deterministic trees ---------------------------------------------------------------------
+
+
+@dataclass
+class TreeCounts:
+    old_files: int = 0
+    new_files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+
+    def add(self, other: TreeCounts) -> None:
+        self.old_files += other.old_files
+        self.new_files += other.new_files
+        self.dirs += other.dirs
+        self.symlinks += other.symlinks
+
+
+class TreeWriter:
+    """Creates files with fixed ages. File number i is old when its slot in a fixed
+    pseudo-random permutation falls under the old fraction: same tree every time."""
+
+    def __init__(self, fraction_old: float) -> None:
+        now = time.time()
+        self.old_time = now - 100 * DAY
+        self.new_time = now - 1 * DAY
+        self.fraction_old = fraction_old
+        self.counts = TreeCounts()
+        self.index = 0
+
+    def file(self, dir_fd: int, name: str) -> None:
+        fd = os.open(name, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644, dir_fd=dir_fd)
+        old = (self.index * 7919) % 1000 < self.fraction_old * 1000
+        self.index += 1
+        stamp = self.old_time if old else self.new_time
+        os.utime(fd, (stamp, stamp))
+        os.close(fd)
+        if old:
+            self.counts.old_files += 1
+        else:
+            self.counts.new_files += 1
+
+    def mkdir(self, dir_fd: int, name: str) -> int:
+        os.mkdir(name, dir_fd=dir_fd)
+        self.counts.dirs += 1
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dir_fd)
+
+    def symlink(self, target: str, dir_fd: int, name: str) -> None:
+        os.symlink(target, name, dir_fd=dir_fd)
+        self.counts.symlinks += 1
+
+
+def gen_flat(w: TreeWriter, fd: int, n: int) -> None:
+    for i in range(n):
+        w.file(fd, f"file-{i:08d}.tmp")
+
+
+def gen_balanced(w: TreeWriter, fd: int, fanout: int, depth: int, per_leaf: int) -> None:
+    if depth == 0:
+        for i in range(per_leaf):
+            w.file(fd, f"f{i:06d}.dat")
+        return
+    for i in range(fanout):
+        sub = w.mkdir(fd, f"d{i:03d}")
+        try:
+            gen_balanced(w, sub, fanout, depth - 1, per_leaf)
+        finally:
+            os.close(sub)
+
+
+def gen_deep(w: TreeWriter, fd: int, depth: int, per_level: int) -> None:
+    current = os.dup(fd)
+    try:
+        for level in range(depth):
+            for i in range(per_level):
+                w.file(current, f"f{i}")
+            nxt = w.mkdir(current, f"level{level:05d}")
+            os.close(current)
+            current = nxt
+    finally:
+        os.close(current)
+
+
+ODD = ["with space", "ünïcödé", "new\nline", "*glob?", "-dash", ".hidden"]
+
+
+def gen_mixed(w: TreeWriter, fd: int, n: int) -> None:
+    """Directories of very different sizes, symlinks, dirs that become empty, odd names."""
+    sizes = [1, 3, 10, 30, 100, 300, 1000, 3000]
+    made, d = 0, 0
+    while made < n:
+        size = min(sizes[(d * 5) % len(sizes)], n - made)
+        sub = w.mkdir(fd, f"group-{d:05d}")
+        try:
+            for i in range(size):
+                name = f"{ODD[i % len(ODD)]}-{i}" if d % 7 == 3 else f"item-{i}"
+                w.file(sub, name)
+            made += size
+            if d % 5 == 0:
+                w.symlink("..", sub, "link-up")  # a loop, if followed
+                w.symlink("/etc", sub, "link-out")
+                w.symlink("missing", sub, "dangling")
+            if d % 11 == 0:
+                nested = w.mkdir(sub, "nested")
+                try:
+                    inner = w.mkdir(nested, "inner")
+                    os.close(inner)
+                finally:
+                    os.close(nested)
+        finally:
+            os.close(sub)
+        d += 1
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kind: str
+    params: tuple[int, ...]
+    fraction_old: float
+
+    @classmethod
+    def parse(cls, text: str) -> Scenario:
+        spec, _, frac = text.partition("@")
+        kind, _, params = spec.partition(":")
+        fraction = float(frac) if frac else 0.5
+        numbers = tuple(int(p) for p in params.replace(",", "x").split("x") if p)
+        expected = {"flat": 1, "balanced": 3, "deep": 2, "mixed": 1}
+        if kind not in expected or len(numbers) != expected[kind]:
+            raise argparse.ArgumentTypeError(f"bad scenario {text!r} (see --help)")
+        return cls(text, kind, numbers, fraction)
+
+    def generate(self, root: Path) -> TreeCounts:
+        root.mkdir(parents=True)
+        w = TreeWriter(self.fraction_old)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            {"flat": gen_flat, "balanced": gen_balanced, "deep": gen_deep, "mixed": gen_mixed}[
+                self.kind
+            ](w, fd, *self.params)
+        finally:
+            os.close(fd)
+        return w.counts
+
+
+def count_tree(root: Path, cutoff: float) -> TreeCounts:
+    """What is there now, fd-relative so that long deep paths work."""
+    counts = TreeCounts()
+    stack = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+    while stack:
+        fd = stack.pop()
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    st = entry.stat(follow_symlinks=False)
+                    if entry.is_symlink():
+                        counts.symlinks += 1
+                    elif entry.is_dir(follow_symlinks=False):
+                        counts.dirs += 1
+                        stack.append(os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd))
+                    elif st.st_mtime < cutoff:
+                        counts.old_files += 1
+                    else:
+                        counts.new_files += 1
+        finally:
+            os.close(fd)
+    return counts
+
+
+# --- tools --------------------------------------------------------------------------------
+
+
+def default_tools(efspurge: str) -> dict[str, str]:
+    return {
+        "efspurge": f"{shlex.quote(efspurge)} {{root}} --max-age-days {{days}} --log-level WARNING",
+        "find": "find {root} -type f -mtime +{days} -delete",
+        "find-xargs": "find {root} -type f -mtime +{days} -print0 | xargs -0 -r -n 200 -P 64 rm -f",
+    }
+
+
+@dataclass
+class RunResult:
+    tool: str
+    scenario: str
+    round: int
+    wall_seconds: float
+    deleted: int
+    peak_rss_mb: float
+    ok: bool
+    problem: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+GNU_TIME = shutil.which("time", path="/usr/bin:/bin")
+
+
+def run_tool(command: str) -> tuple[float, float, int, str]:
+    """Run a command; return wall time, the process's peak RSS (MiB), exit code, output tail.
+
+    The peak RSS comes from GNU time (Debian package ``time``) when installed: the kernel's
+    ``ru_maxrss`` of a child includes its parent's size at fork time, and GNU time is a small
+    parent. Without it, the figure includes this harness's own memory.
+    """
+    argv = ["/bin/sh", "-c", command] if "|" in command else shlex.split(command)
+    rss_file = None
+    if GNU_TIME:
+        rss_fd, rss_file = tempfile.mkstemp(prefix="bench-rss-")
+        os.close(rss_fd)
+        argv = [GNU_TIME, "-f", "%M", "-o", rss_file, *argv]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    rss_kib = usage.ru_maxrss
+    if rss_file:
+        with open(rss_file) as f:
+            lines = f.read().split()
+        os.unlink(rss_file)
+        rss_kib = int(lines[-1]) if lines and lines[-1].isdigit() else rss_kib
+    return wall, rss_kib / 1024, code, out.decode(errors="replace")[-2000:]
+
+
+class Mounter:
+    """Mount a backing tree before a run and unmount after, via shell hooks."""
+
+    def __init__(self, mount: str | None, umount: str | None) -> None:
+        self.mount_cmd, self.umount_cmd = mount, umount
+
+    @property
+    def active(self) -> bool:
+        return bool(self.mount_cmd)
+
+    def mount(self, backing: Path, mountpoint: Path) -> None:
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "BENCH_BACKING": str(backing), "BENCH_MOUNT": str(mountpoint)}
+        subprocess.run(self.mount_cmd, shell=True, check=True, env=env, stdout=subprocess.DEVNULL)
+
+    def umount(self, backing: Path, mountpoint: Path) -> None:
+        env = {**os.environ, "BENCH_BACKING": str(backing), "BENCH_MOUNT": str(mountpoint)}
+        subprocess.run(self.umount_cmd, shell=True, check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def slowfs_hooks(slowfs_dir: Path, options: str) -> tuple[str, str]:
+    mount = f'{shlex.quote(str(slowfs_dir / "mount.sh"))} "$BENCH_BACKING" "$BENCH_MOUNT" {options}'
+    umount = f'{shlex.quote(str(slowfs_dir / "umount.sh"))} "$BENCH_MOUNT"'
+    return mount, umount
+
+
+def one_run(
+    tool: str, command: str, scenario: Scenario, rnd: int, base: Path, mounter: Mounter
+) -> RunResult:
+    backing = base / "backing"
+    if backing.exists():
+        shutil.rmtree(backing)
+    counts = scenario.generate(backing / "tree")
+    target = backing / "tree"
+    mountpoint = base / "mnt"
+    if mounter.active:
+        mounter.mount(backing, mountpoint)
+        target = mountpoint / "tree"
+    try:
+        wall, rss, code, out = run_tool(
+            command.format(root=shlex.quote(str(target)), days=AGE_DAYS)
+        )
+    finally:
+        if mounter.active:
+            mounter.umount(backing, mountpoint)
+    after = count_tree(backing / "tree", time.time() - AGE_DAYS * DAY)
+    expected = TreeCounts(0, counts.new_files, counts.dirs, counts.symlinks)
+    problem = ""
+    if code != 0:
+        problem = f"exit code {code}: {out.strip()[-300:]}"
+    elif after != expected:
+        problem = f"tree after run {asdict(after)} != expected {asdict(expected)}"
+    extra = {}
+    if tool == "efspurge":
+        for line in out.splitlines():
+            if '"Purge operation completed"' in line:
+                extra = json.loads(line)["extra_fields"]
+    return RunResult(
+        tool=tool,
+        scenario=scenario.name,
+        round=rnd,
+        wall_seconds=round(wall, 4),
+        deleted=counts.old_files - after.old_files,
+        peak_rss_mb=round(rss, 1),
+        ok=not problem,
+        problem=problem,
+        extra={k: extra[k] for k in ("peak_memory_mb", "io_threads", "errors") if k in extra},
+    )
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+
+def summarize(results: list[RunResult], tools: list[str]) -> list[dict]:
+    rows = []
+    for scenario in dict.fromkeys(r.scenario for r in results):
+        mine = [r for r in results if r.scenario == scenario]
+        find_by_round = {r.round: r.wall_seconds for r in mine if r.tool == "find"}
+        for tool in tools:
+            runs = [r for r in mine if r.tool == tool]
+            if not runs:
+                continue
+            ratios = [
+                r.wall_seconds / find_by_round[r.round] for r in runs if r.round in find_by_round
+            ]
+            wall = statistics.median(r.wall_seconds for r in runs)
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "tool": tool,
+                    "runs": len(runs),
+                    "median_wall_s": round(wall, 3),
+                    "files_deleted_per_s": round(runs[0].deleted / wall) if wall else 0,
+                    "median_peak_rss_mb": round(statistics.median(r.peak_rss_mb for r in runs), 1),
+                    "ratio_to_find": round(statistics.median(ratios), 3) if ratios else None,
+                    "all_verified": all(r.ok for r in runs),
+                }
+            )
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(
+        "| scenario | tool | runs | median wall (s) | files deleted/s | peak RSS (MB) "
+        "| x find (paired median) | verified |"
+    )
+    print("|" + "---|" * 8)
+    for r in rows:
+        ratio = "" if r["ratio_to_find"] is None else f"{r['ratio_to_find']:.2f}"
+        print(
+            f"| {r['scenario']} | {r['tool']} | {r['runs']} | {r['median_wall_s']:.3f} | "
+            f"{r['files_deleted_per_s']:,} | {r['median_peak_rss_mb']} | {ratio} | "
+            f"{'yes' if r['all_verified'] else 'NO'} |"
+        )
+
+
+def draw_chart(rows: list[dict], path: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(
+            "chart skipped: matplotlib is not installed (pip install '.[bench]')", file=sys.stderr
+        )
+        return
+    scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
+    tools = list(dict.fromkeys(r["tool"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / max(1, len(tools))
+    for t, tool in enumerate(tools):
+        xs, walls, rates = [], [], []
+        for s, scenario in enumerate(scenarios):
+            match = [r for r in rows if r["scenario"] == scenario and r["tool"] == tool]
+            if match:
+                xs.append(s + t * width)
+                walls.append(match[0]["median_wall_s"])
+                rates.append(match[0]["files_deleted_per_s"])
+        axes[0].bar(xs, walls, width, label=tool)
+        axes[1].bar(xs, rates, width, label=tool)
+    for ax, label in zip(axes, ["median wall time (s)", "files deleted per second"], strict=True):
+        ax.set_xticks([s + width * (len(tools) - 1) / 2 for s in range(len(scenarios))])
+        ax.set_xticklabels(scenarios, rotation=15, fontsize=8)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"chart written to {path}")
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--root-base", required=True, type=Path, help="where trees are generated")
+    parser.add_argument(
+        "--scenarios",
+        default="flat:100000,balanced:10x3x100,mixed:200000",
+        help="comma-free list separated by spaces or ';' (default: the tmpfs targets)",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--tools",
+        default="efspurge,find",
+        help="tools to run, among efspurge, find, find-xargs and any --tool you define",
+    )
+    parser.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="define a peer; COMMAND may use {root} and {days}",
+    )
+    parser.add_argument("--efspurge", default=shutil.which("efspurge") or "efspurge")
+    parser.add_argument("--efspurge-args", default="", help="extra arguments for efspurge")
+    parser.add_argument(
+        "--mount", help="shell command run before each run ($BENCH_BACKING, $BENCH_MOUNT)"
+    )
+    parser.add_argument("--umount", help="shell command run after each run")
+    parser.add_argument(
+        "--slowfs", metavar="OPTIONS", help="mount each tree through slowfs with these options"
+    )
+    parser.add_argument("--slowfs-dir", type=Path, default=DEFAULT_SLOWFS)
+    parser.add_argument("--json", type=Path, help="write all runs and the summary here")
+    parser.add_argument("--chart", type=Path, help="draw a PNG chart (needs matplotlib)")
+    parser.add_argument("--title", default="efspurge vs find")
+    args = parser.parse_args(argv)
+
+    scenarios = [Scenario.parse(s) for s in args.scenarios.replace(";", " ").split()]
+    tools = default_tools(args.efspurge)
+    if args.efspurge_args:
+        tools["efspurge"] += " " + args.efspurge_args
+    for definition in args.tool:
+        name, _, command = definition.partition("=")
+        tools[name] = command
+    chosen = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [t for t in chosen if t not in tools]
+    if unknown:
+        parser.error(f"unknown tool(s): {', '.join(unknown)}")
+    mount, umount = args.mount, args.umount
+    if args.slowfs:
+        mount, umount = slowfs_hooks(args.slowfs_dir, args.slowfs)
+    mounter = Mounter(mount, umount)
+
+    base = args.root_base.resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    results: list[RunResult] = []
+    for scenario in scenarios:
+        for rnd in range(args.rounds):
+            # Interleave, and alternate who goes first, so drift hits every tool alike.
+            order = chosen if rnd % 2 == 0 else list(reversed(chosen))
+            for tool in order:
+                result = one_run(tool, tools[tool], scenario, rnd, base, mounter)
+                results.append(result)
+                flag = "ok" if result.ok else f"FAILED: {result.problem}"
+                print(
+                    f"{scenario.name:>22} round {rnd} {tool:>10}: {result.wall_seconds:8.3f} s "
+                    f"{result.peak_rss_mb:7.1f} MB  {flag}",
+                    file=sys.stderr,
+                )
+    shutil.rmtree(base / "backing", ignore_errors=True)
+
+    rows = summarize(results, chosen)
+    print_table(rows)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"runs": [asdict(r) for r in results], "summary": rows}, indent=1)
+        )
+    if args.chart:
+        draw_chart(rows, args.chart, args.title)
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
