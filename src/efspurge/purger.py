@@ -165,6 +165,7 @@ class AsyncPurger:
             listing_reservation=batch,
             entry_budget=batch * ENTRY_BUDGET_BATCHES,
             spawn=spawn,
+            wanted=self.walker.listing_want,
         )
         queue.on_all_exited(lambda: loop.call_soon_threadsafe(all_exited.set))
         self.walker.attach(queue)

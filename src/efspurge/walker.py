@@ -125,6 +125,11 @@ class Walker:
     def attach(self, queue: WorkQueue) -> None:
         self.queue = queue
 
+    def listing_want(self, node: DirNode) -> int:
+        """Entries to grant a listing step. Most directories are small, so a first visit asks
+        for little; a directory still being listed has proven big and gets a full batch."""
+        return self.batch_size if node.entries is not None else min(self.batch_size, 512)
+
     def request_stop(self) -> None:
         self._stop = True
         if self.queue is not None:
@@ -142,14 +147,15 @@ class Walker:
         with self._tree_lock:
             self.counters.append(counters)
         try:
-            while (item := queue.get()) is not None:
-                released = 0
+            while (taken := queue.get()) is not None:
+                item, grant = taken
+                released = grant
                 try:
                     if type(item) is Chunk:
                         released = len(item.entries)
                         self._run_chunk(item, counters)
                     else:
-                        released = self._list_step(item, counters)
+                        released = self._list_step(item, grant, counters)
                 except BaseException as exc:  # a bug: stop the run, never half-continue
                     self.fatal = exc
                     self.log.critical(
@@ -215,21 +221,20 @@ class Walker:
 
     # --- directories ----------------------------------------------------------------------
 
-    def _list_step(self, node: DirNode, c: Counters) -> int:
-        """List one batch of ``node``. Returns how much of the budget to give back."""
-        reserved = self.batch_size
+    def _list_step(self, node: DirNode, grant: int, c: Counters) -> int:
+        """List at most ``grant`` entries of ``node``. Returns the budget to give back."""
         if node.entries is None and not self._start_listing(node, c):
-            return reserved
+            return grant
 
         kept = False
         try:
-            entries = fsops.read_entries(node.entries, self.batch_size)
+            entries = fsops.read_entries(node.entries, grant)
         except OSError as exc:
             self._entry_error(c, node, None, "list directory", exc)
             entries, kept = [], True
             exhausted = True
         else:
-            exhausted = len(entries) < self.batch_size
+            exhausted = len(entries) < grant
 
         files, dirs, others = fsops.sort_entries(entries)
         subdirs = [DirNode(entry.name, node) for entry in dirs]
@@ -265,14 +270,17 @@ class Walker:
         # The continuation goes in first so that the children, on top, are walked first.
         later = [node] if not exhausted else []
         queue.put(dirs=later + subdirs, chunks=chunks[1:])
-        released = reserved - sum(len(ch.entries) for ch in chunks[1:])
+        # Keep only the share of the budget that this thread's own chunk still holds: the rest
+        # goes back now, so other directories can be listed while this chunk is processed.
+        inline = len(chunks[0].entries) if chunks else 0
+        queue.release(grant - inline - sum(len(ch.entries) for ch in chunks[1:]))
         if chunks:
             # The first chunk is processed right here: on a local disk, where one thread does
             # everything, this saves a trip through the queue for every batch.
             self._run_chunk(chunks[0], c)
         if exhausted:
             self._settle(node, c, own=-1)
-        return released
+        return inline
 
     def _start_listing(self, node: DirNode, c: Counters) -> bool:
         """Open a directory (the root is open already) and start its listing.

@@ -46,6 +46,8 @@ class WorkQueue:
         listing_reservation: int,
         entry_budget: int,
         spawn: Callable[[], bool],
+        wanted: Callable[[Any], int] | None = None,
+        min_grant: int = 128,
     ) -> None:
         if entry_budget < listing_reservation:
             raise ValueError("entry budget must hold at least one listing batch")
@@ -54,9 +56,13 @@ class WorkQueue:
         self._chunks: list[Any] = []
         self._max_workers = max_workers
         self._reservation = listing_reservation
+        # A listing may start with less than a full batch when the budget is tight: many small
+        # directories can then be listed at once. It reads no more entries than it was granted.
+        self._min_grant = min(min_grant, listing_reservation)
         self._budget_total = entry_budget
         self._budget_free = entry_budget
         self._spawn = spawn
+        self._wanted = wanted
         self._alive = 0
         self._idle = 0
         self._busy = 0
@@ -72,33 +78,41 @@ class WorkQueue:
         with self._cond:
             self._dirs.extend(dirs)
             self._chunks.extend(chunks)
-            added = len(dirs) + len(chunks)
-            if added:
-                self._cond.notify(added)
-                self._grow(added)
+            self._dispatch()
 
-    def _grow(self, wanted: int) -> None:
-        # Start a worker for each item no idle worker is there to take.
-        missing = min(wanted - self._idle, self._max_workers - self._alive)
-        for _ in range(max(0, missing)):
+    def _ready(self) -> int:
+        """How many queued items a worker could take right now."""
+        ready = len(self._chunks)
+        if self._dirs and not self._paused:
+            ready += min(len(self._dirs), self._budget_free // self._min_grant)
+        return ready
+
+    def _dispatch(self) -> None:
+        # Caller holds the lock. Wake a waiting worker for each ready item, and start a new
+        # one for each ready item that no waiting worker can take. Called wherever work may
+        # have become takeable: new items, budget given back, an item taken.
+        ready = self._ready()
+        if not ready:
+            return
+        self._cond.notify(ready)
+        for _ in range(min(ready - self._idle, self._max_workers - self._alive)):
             if not self._spawn():
                 break
             self._alive += 1
 
     # --- consumers ------------------------------------------------------------------------
 
-    def get(self) -> Any | None:
-        """Block until there is work for this worker; None means: exit."""
+    def get(self) -> tuple[Any, int] | None:
+        """Block until there is work: (item, granted entries for a listing). None: exit."""
         with self._cond:
             while True:
                 if self._stopping or self._finished:
                     return None
-                item = self._take()
-                if item is not None:
+                taken = self._take()
+                if taken is not None:
                     self._busy += 1
-                    if self._takeable():
-                        self._cond.notify()  # pass the baton: more work is ready
-                    return item
+                    self._dispatch()
+                    return taken
                 if self._busy == 0:
                     if not self._dirs and not self._chunks:
                         self._finished = True
@@ -106,26 +120,33 @@ class WorkQueue:
                         return None
                     # Only paused directories remain and nothing runs that could lower memory:
                     # waiting would hang forever. Let one through.
-                    if self._dirs and self._budget_free >= self._reservation:
-                        self._budget_free -= self._reservation
+                    if self._dirs:
                         self._busy += 1
-                        return self._dirs.pop()
+                        return self._take_dir()
                 self._idle += 1
                 self._cond.wait()
                 self._idle -= 1
 
-    def _take(self) -> Any | None:
+    def _take(self) -> tuple[Any, int] | None:
         if self._chunks:
-            return self._chunks.pop()
-        if self._dirs and not self._paused and self._budget_free >= self._reservation:
-            self._budget_free -= self._reservation
-            return self._dirs.pop()
+            return self._chunks.pop(), 0
+        if self._dirs and not self._paused and self._budget_free >= self._min_grant:
+            return self._take_dir()
         return None
 
-    def _takeable(self) -> bool:
-        return bool(self._chunks) or (
-            bool(self._dirs) and not self._paused and self._budget_free >= self._reservation
-        )
+    def _take_dir(self) -> tuple[Any, int]:
+        item = self._dirs.pop()
+        want = self._reservation if self._wanted is None else self._wanted(item)
+        grant = max(self._min_grant, min(want, self._budget_free))
+        self._budget_free -= grant
+        return item, grant
+
+    def release(self, entries: int) -> None:
+        """Give back part of a listing's grant before the item is done."""
+        if entries:
+            with self._cond:
+                self._budget_free += entries
+                self._dispatch()
 
     def done(self, released_entries: int) -> None:
         """A worker finished an item and gives back ``released_entries`` of the budget."""
@@ -134,8 +155,8 @@ class WorkQueue:
             self._budget_free += released_entries
             if self._busy == 0:
                 self._cond.notify_all()
-            elif released_entries and self._takeable():
-                self._cond.notify()
+            else:
+                self._dispatch()
 
     def worker_exited(self) -> None:
         with self._cond:
