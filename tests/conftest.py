@@ -42,6 +42,36 @@ def make_file(path: Path, old: bool, size: int = 0) -> Path:
     return path
 
 
+def age_dirs(root: Path, stamp: float = OLD) -> None:
+    """Make every directory below root (not root) old, as it is on a real purge target.
+
+    Directories created by a test are brand new, and --keep-young-dirs (the default) keeps
+    brand-new empty directories; tests of removal age them first, as time would. Walks by
+    descriptor, so trees deeper than PATH_MAX work."""
+    stack = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+    while stack:
+        fd = stack.pop()
+        with os.scandir(fd) as entries:
+            subdirs = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        for name in subdirs:
+            os.utime(name, (stamp, stamp), dir_fd=fd, follow_symlinks=False)
+            stack.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd))
+        os.close(fd)
+
+
+def remove_tree(root: Path) -> None:
+    """rm -rf that works at any depth (shutil.rmtree in Python 3.11 recurses)."""
+    subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
+
+
+@pytest.fixture
+def deep_tmp(tmp_path):
+    """A tmp_path that is removed even when a test fails half-way down a deep tree."""
+    yield tmp_path
+    remove_tree(tmp_path)
+    tmp_path.mkdir()
+
+
 def snapshot(root: Path) -> set[str]:
     """Every entry below root (not following symlinks), as 'kind:relative/path'."""
     found = set()

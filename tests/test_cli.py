@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import EFSPURGE, final, make_file, records, run_cli, snapshot
+from conftest import EFSPURGE, age_dirs, final, make_file, records, run_cli, snapshot
 
 from efspurge import __version__
 
@@ -68,6 +68,7 @@ def test_version():
 
 
 def test_real_run_records_and_exit_code(tree):
+    age_dirs(tree)
     result = run_cli(str(tree), "--remove-empty-dirs")
     assert result.returncode == 0, result.stderr
     lines = records(result.stdout)

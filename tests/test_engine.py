@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from conftest import make_file, purge, snapshot
+from conftest import age_dirs, make_file, purge, snapshot
 
 
 def build_mixed(root: Path) -> tuple[set[str], set[str]]:
@@ -33,9 +33,11 @@ def test_deletes_exactly_the_old_regular_files(tmp_path, mode):
 def test_dry_run_deletes_nothing_and_counts_what_a_real_run_does(tmp_path, mode):
     build_mixed(tmp_path)
     before = snapshot(tmp_path)
+    age_dirs(tmp_path)
     dry = purge(tmp_path, dry_run=True, remove_empty_dirs=True, **mode)
     assert snapshot(tmp_path) == before
     assert dry.stats["files_purged"] == 0 and dry.stats["bytes_freed"] == 0
+    age_dirs(tmp_path)
     real = purge(tmp_path, remove_empty_dirs=True, **mode)
     for key in ("files_scanned", "files_to_purge", "bytes_to_purge", "empty_dirs_to_delete"):
         assert dry.stats[key] == real.stats[key], key
@@ -78,6 +80,7 @@ def test_symlinks_are_never_followed_or_deleted(tmp_path, mode):
     # Make the symlinks themselves old, too: their own age must not matter.
     for name in ("link_to_outside_dir", "link_to_outside_file", "dangling", "link_to_old_file"):
         os.utime(root / name, (0, 0), follow_symlinks=False)
+    age_dirs(root)
     run = purge(root, remove_empty_dirs=True, **mode)
     assert snapshot(outside) == {"file:precious", "dir:sub", "file:sub/precious2"}
     assert snapshot(root) == {
@@ -114,6 +117,7 @@ def test_empty_dirs_cascade_children_before_parents_root_kept(tmp_path, mode):
     (tmp_path / "e/f").mkdir(parents=True)  # empty before the run
     make_file(tmp_path / "g/h/keep", old=False)
     (tmp_path / "g/h/empty").mkdir()
+    age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True, max_empty_dirs_to_delete=0, **mode)
     assert snapshot(tmp_path) == {"dir:g", "dir:g/h", "file:g/h/keep"}
     assert run.stats["empty_dirs_deleted"] == 7
@@ -122,6 +126,7 @@ def test_empty_dirs_cascade_children_before_parents_root_kept(tmp_path, mode):
 
 def test_root_never_removed_even_when_emptied(tmp_path, mode):
     make_file(tmp_path / "only/old", old=True)
+    age_dirs(tmp_path)
     purge(tmp_path, remove_empty_dirs=True, **mode)
     assert tmp_path.is_dir() and snapshot(tmp_path) == set()
 
@@ -136,6 +141,7 @@ def test_empty_dirs_untouched_without_the_flag(tmp_path, mode):
 def test_empty_dir_limit_is_exact_cascades_included(tmp_path, mode):
     for i in range(3):
         make_file(tmp_path / f"chain{i}/x/y/z/old", old=True)  # 4 removable dirs each
+    age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True, max_empty_dirs_to_delete=4, **mode)
     remaining_dirs = {e for e in snapshot(tmp_path) if e.startswith("dir:")}
     assert run.stats["empty_dirs_deleted"] == 4
@@ -146,6 +152,7 @@ def test_empty_dir_limit_is_exact_cascades_included(tmp_path, mode):
         parent = os.path.dirname(entry.split(":", 1)[1])
         assert not parent or f"dir:{parent}" in remaining_dirs
     # The next run continues where this one stopped.
+    age_dirs(tmp_path)
     purge(tmp_path, remove_empty_dirs=True, max_empty_dirs_to_delete=0, **mode)
     assert snapshot(tmp_path) == set()
 
@@ -153,6 +160,7 @@ def test_empty_dir_limit_is_exact_cascades_included(tmp_path, mode):
 def test_dry_run_respects_the_empty_dir_limit(tmp_path):
     for i in range(5):
         (tmp_path / f"e{i}").mkdir()
+    age_dirs(tmp_path)
     run = purge(tmp_path, dry_run=True, remove_empty_dirs=True, max_empty_dirs_to_delete=3)
     assert run.stats["empty_dirs_to_delete"] == 3
     assert len(snapshot(tmp_path)) == 5
@@ -161,6 +169,7 @@ def test_dry_run_respects_the_empty_dir_limit(tmp_path):
 def test_dir_with_young_file_is_kept(tmp_path, mode):
     make_file(tmp_path / "d/old", old=True)
     make_file(tmp_path / "d/new", old=False)
+    age_dirs(tmp_path)
     purge(tmp_path, remove_empty_dirs=True, **mode)
     assert snapshot(tmp_path) == {"dir:d", "file:d/new"}
 
@@ -173,6 +182,7 @@ def test_wide_directory_streamed_in_batches(tmp_path, mode):
         p.touch()
         if i % 2 == 0:
             os.utime(p, (0, 0))
+    age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True, **{**mode, "task_batch_size": 1000})
     left = sorted(os.listdir(wide))
     assert left == [f"f{i:05d}" for i in range(1, 20_000, 2)]
@@ -180,7 +190,8 @@ def test_wide_directory_streamed_in_batches(tmp_path, mode):
     assert run.stats["files_scanned"] == 20_000
 
 
-def test_deep_tree_of_1000_levels(tmp_path, mode):
+def test_deep_tree_of_1000_levels(deep_tmp, mode):
+    tmp_path = deep_tmp
     path = tmp_path
     for i in range(1000):
         path = path / f"l{i}"
@@ -195,13 +206,15 @@ def test_deep_tree_of_1000_levels(tmp_path, mode):
     os.close(leaf)
     os.utime("old", (0, 0), dir_fd=fd)
     os.close(fd)
+    age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True, max_empty_dirs_to_delete=0, **mode)
     assert run.stats["files_purged"] == 1
     assert run.stats["empty_dirs_deleted"] == 1000
     assert os.listdir(tmp_path) == []
 
 
-def test_deep_tree_with_few_descriptors_parks_and_reopens(tmp_path, monkeypatch):
+def test_deep_tree_with_few_descriptors_parks_and_reopens(deep_tmp, monkeypatch):
+    tmp_path = deep_tmp
     # Force parking: every directory gives its descriptor back while its children run, and
     # removal reopens parents through '..'. The result must be the same.
     import efspurge.purger as purger_mod
@@ -226,6 +239,7 @@ def test_deep_tree_with_few_descriptors_parks_and_reopens(tmp_path, monkeypatch)
         fd = nfd
     os.close(fd)
     before_fds = len(os.listdir("/proc/self/fd"))
+    age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True, max_empty_dirs_to_delete=0)
     assert len(os.listdir("/proc/self/fd")) == before_fds  # nothing leaked
     # 'keep' lives in the directory at depth 100: the 200 below it are emptied and removed.
@@ -268,8 +282,10 @@ def test_odd_names(tmp_path, mode):
 
 def test_rerun_is_idempotent(tmp_path, mode):
     build_mixed(tmp_path)
+    age_dirs(tmp_path)
     purge(tmp_path, remove_empty_dirs=True, **mode)
     after_first = snapshot(tmp_path)
+    age_dirs(tmp_path)
     second = purge(tmp_path, remove_empty_dirs=True, **mode)
     assert snapshot(tmp_path) == after_first
     assert second.stats["files_purged"] == 0 and second.stats["empty_dirs_deleted"] == 0
@@ -278,5 +294,6 @@ def test_rerun_is_idempotent(tmp_path, mode):
 def test_no_descriptor_leak(tmp_path, mode):
     build_mixed(tmp_path)
     before = len(os.listdir("/proc/self/fd"))
+    age_dirs(tmp_path)
     purge(tmp_path, remove_empty_dirs=True, **mode)
     assert len(os.listdir("/proc/self/fd")) == before

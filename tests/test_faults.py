@@ -6,7 +6,7 @@ import errno
 import os
 
 import pytest
-from conftest import make_file, purge, snapshot
+from conftest import age_dirs, make_file, purge, snapshot
 
 from efspurge import fsops
 
@@ -28,6 +28,7 @@ def test_unlink_failure_is_counted_logged_and_the_run_goes_on(tmp_path, monkeypa
     make_file(tmp_path / "d/good", old=True)
     make_file(tmp_path / "other/good2", old=True)
     monkeypatch.setattr(fsops, "unlink_file", _fail_for("bad", err, fsops.unlink_file))
+    age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True, **mode)
     assert snapshot(tmp_path) == {"dir:d", "file:d/bad"}
     assert run.stats["errors"] == 1
@@ -67,6 +68,7 @@ def test_entries_vanishing_between_listing_and_delete_are_not_errors(tmp_path, m
 
     monkeypatch.setattr(fsops, "unlink_file", racing_unlink)
     monkeypatch.setattr(fsops, "lstat_entry", racing_lstat)
+    age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True, **mode)
     assert run.stats["errors"] == 0
     assert run.stats["entries_vanished"] == 3
@@ -80,6 +82,7 @@ def test_unreadable_subdirectory_is_an_error_and_its_parent_stays(tmp_path, monk
     make_file(tmp_path / "p/locked/old", old=True)
     make_file(tmp_path / "p/fine/old", old=True)
     monkeypatch.setattr(fsops, "open_subdir", _fail_for("locked", err, fsops.open_subdir))
+    age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True)
     assert snapshot(tmp_path) == {"dir:p", "dir:p/locked", "file:p/locked/old"}
     assert run.stats["errors"] == 1
@@ -99,6 +102,7 @@ def test_listing_failure_midway(tmp_path, monkeypatch):
         return real_read(entries, limit)
 
     monkeypatch.setattr(fsops, "read_entries", flaky_read)
+    age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True, task_batch_size=10)
     assert run.stats["errors"] == 1
     assert run.stats["files_purged"] == 10
@@ -110,6 +114,7 @@ def test_listing_failure_midway(tmp_path, monkeypatch):
 def test_rmdir_not_empty_is_not_an_error(tmp_path, monkeypatch, err):
     (tmp_path / "e").mkdir()
     monkeypatch.setattr(fsops, "remove_dir", _fail_for("e", err, fsops.remove_dir))
+    age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True)
     assert run.stats["errors"] == 0 and run.stats["empty_dirs_deleted"] == 0
     assert snapshot(tmp_path) == {"dir:e"}
@@ -118,6 +123,7 @@ def test_rmdir_not_empty_is_not_an_error(tmp_path, monkeypatch, err):
 def test_rmdir_permission_error_is_counted(tmp_path, monkeypatch):
     (tmp_path / "a/e").mkdir(parents=True)
     monkeypatch.setattr(fsops, "remove_dir", _fail_for("e", errno.EACCES, fsops.remove_dir))
+    age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True)
     assert run.stats["errors"] == 1
     assert snapshot(tmp_path) == {"dir:a", "dir:a/e"}  # a is not empty: kept too
@@ -153,11 +159,11 @@ def test_directory_swapped_for_symlink_between_listing_and_open(tmp_path, monkey
     make_file(root / "sub/old", old=True)
     real_open = fsops.open_subdir
 
-    def swapping_open(parent_fd, name):
+    def swapping_open(parent_fd, name, *args):
         if name == "sub":
             os.rename(root / "sub", tmp_path / "moved")
             os.symlink(outside, root / "sub")
-        return real_open(parent_fd, name)
+        return real_open(parent_fd, name, *args)
 
     monkeypatch.setattr(fsops, "open_subdir", swapping_open)
     run = purge(root, **mode)

@@ -41,6 +41,7 @@ def build(path: Path, tree: dict, outside: Path) -> None:
         else:
             target.mkdir()
             build(target, spec[1], outside)
+            os.utime(target, (OLD, OLD))  # an old directory, as on a real purge target
 
 
 def model(tree: dict, prefix: str, remove_empty: bool) -> tuple[set[str], bool]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from conftest import make_file, purge, snapshot
+from conftest import age_dirs, make_file, purge, snapshot
 
 
 def test_swapping_a_subdirectory_for_a_symlink_never_reaches_outside(tmp_path):
@@ -19,6 +19,7 @@ def test_swapping_a_subdirectory_for_a_symlink_never_reaches_outside(tmp_path):
     for round_ in range(15):
         for i in range(100):
             make_file(root / f"d{i % 5}" / "victim" / f"old{i}", old=True)
+        age_dirs(root)
         stop = threading.Event()
 
         def swapper(stop=stop):

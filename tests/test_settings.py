@@ -41,6 +41,14 @@ def test_every_option_has_an_environment_variable():
         "EFSPURGE_LOG_LEVEL": "debug",
         "EFSPURGE_PROGRESS_INTERVAL": "5",
         "EFSPURGE_IO_THREADS": "16",
+        "EFSPURGE_ONE_FILE_SYSTEM": "no",
+        "EFSPURGE_MAX_DELETE": "1000",
+        "EFSPURGE_MAX_RUNTIME": "1h30m",
+        "EFSPURGE_AGE_BY": "ATIME",
+        "EFSPURGE_INCLUDE": "*.log,*.tmp",
+        "EFSPURGE_EXCLUDE": "keep[,]me,*.pid",
+        "EFSPURGE_EXCLUDE_DIR": ".snapshot",
+        "EFSPURGE_KEEP_YOUNG_DIRS": "false",
     }
     assert {spec.env for spec in OPTIONS} == set(env)
     s = resolve(env=env)
@@ -56,6 +64,14 @@ def test_every_option_has_an_environment_variable():
         log_level="DEBUG",
         progress_interval=5.0,
         io_threads=16,
+        one_file_system=False,
+        max_delete=1000,
+        max_runtime=5400.0,
+        age_by="atime",
+        include=("*.log", "*.tmp"),
+        exclude=("keep[,]me", "*.pid"),
+        exclude_dir=(".snapshot",),
+        keep_young_dirs=False,
     )
 
 
@@ -102,6 +118,13 @@ def test_false_words(text):
         ),
         ({"EFSPURGE_LOG_LEVEL": "LOUD"}, "EFSPURGE_LOG_LEVEL: expected one of DEBUG"),
         ({"EFSPURGE_IO_THREADS": "0"}, "EFSPURGE_IO_THREADS: must be 'auto' or at least 1"),
+        ({"EFSPURGE_MAX_DELETE": "-1"}, "EFSPURGE_MAX_DELETE: must be at least 0"),
+        ({"EFSPURGE_MAX_RUNTIME": "soon"}, "EFSPURGE_MAX_RUNTIME: expected a duration"),
+        ({"EFSPURGE_MAX_RUNTIME": "1h30"}, "EFSPURGE_MAX_RUNTIME: every part of a duration"),
+        ({"EFSPURGE_AGE_BY": "birthtime"}, "EFSPURGE_AGE_BY: expected one of mtime"),
+        ({"EFSPURGE_EXCLUDE": "[unclosed"}, "EFSPURGE_EXCLUDE: bad pattern"),
+        ({"EFSPURGE_INCLUDE": "*.log,,*.tmp"}, "EFSPURGE_INCLUDE: a pattern must not be empty"),
+        ({"EFSPURGE_ONE_FILE_SYSTEM": "sometimes"}, "EFSPURGE_ONE_FILE_SYSTEM: expected one of"),
     ],
 )
 def test_bad_environment_values_name_the_variable(env, message):
@@ -133,3 +156,16 @@ def test_huge_age_matches_nothing_without_overflow():
     policy = AgePolicy.from_days(1e12, now_ns=10**18)
     assert isinstance(policy.cutoff_ns, int)
     assert policy.cutoff_ns < -(10**25)  # before any representable file time
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("45m", 2700), ("1h30m", 5400), ("90s", 90), ("3600", 3600), ("1.5h", 5400), ("2d", 172800)],
+)
+def test_durations(text, seconds):
+    assert resolve(env={"EFSPURGE_MAX_RUNTIME": text}).max_runtime == seconds
+
+
+def test_repeated_flags_replace_the_environment_list():
+    s = resolve(cli={"exclude": ["a", "b"]}, env={"EFSPURGE_EXCLUDE": "c"})
+    assert s.exclude == ("a", "b")

@@ -29,6 +29,19 @@ HELP = {
     "progress_interval": "seconds between progress records (0 = none; default: 30)",
     "io_threads": "I/O threads: 'auto' picks 1 on local filesystems and 256 on network ones, "
     "never more than --max-concurrency (default: auto)",
+    "one_file_system": "never enter a directory on another filesystem than PATH (mount points "
+    "are skipped and counted; default: on)",
+    "max_delete": "stop after deleting this many files, with exit code 4; a dry run stops "
+    "where the real run would (0 = no cap; default: 0)",
+    "max_runtime": "stop cleanly after this long (45m, 1h30m, 90s, or seconds), with exit "
+    "code 5 (0 = no limit; default: 0)",
+    "age_by": "which timestamp ages a file: mtime, atime, ctime, or newest of the three "
+    "(default: mtime)",
+    "include": "only consider files matching this glob (repeatable; see README for the rules)",
+    "exclude": "never delete files matching this glob (repeatable; wins over --include)",
+    "exclude_dir": "do not even list directories matching this glob (repeatable)",
+    "keep_young_dirs": "with --remove-empty-dirs, keep an empty directory whose own timestamp "
+    "is newer than the cutoff (default: on)",
 }
 METAVARS = {
     "max_age_days": "DAYS",
@@ -39,6 +52,12 @@ METAVARS = {
     "log_level": "LEVEL",
     "progress_interval": "SECONDS",
     "io_threads": "N|auto",
+    "max_delete": "N",
+    "max_runtime": "DURATION",
+    "age_by": "{mtime,atime,ctime,newest}",
+    "include": "GLOB",
+    "exclude": "GLOB",
+    "exclude_dir": "GLOB",
 }
 
 
@@ -68,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         "variable EFSPURGE_<OPTION> (for example EFSPURGE_MAX_AGE_DAYS=7); the command line "
         "wins over the environment.",
         epilog="Exit codes: 0 done, 1 done with per-entry errors, 2 usage or configuration "
-        "error, 3 fatal error, 130 interrupted (SIGINT), 143 terminated (SIGTERM).",
+        "error, 3 fatal error, 4 --max-delete reached, 5 --max-runtime reached, "
+        "130 interrupted (SIGINT), 143 terminated (SIGTERM).",
     )
     parser.add_argument(
         "path", nargs="?", default=None, help=f"root directory to purge (or {PATH_ENV})"
@@ -88,8 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                 dest=spec.field,
                 type=_argparse_type(spec.parse),
                 default=None,
+                action="append" if spec.multiple else "store",
                 metavar=METAVARS.get(spec.field),
-                help=f"{HELP[spec.field]} [{spec.env}]",
+                help=f"{HELP[spec.field]} [{spec.env}"
+                + (", comma-separated]" if spec.multiple else "]"),
             )
     parser.add_argument("--version", action="version", version=f"efspurge {__version__}")
     return parser

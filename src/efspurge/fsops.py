@@ -24,6 +24,10 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE, DIR, SYMLINK, OTHER = range(4)
 
 
+class OtherFilesystem(Exception):
+    """The directory is a mount point of another filesystem (and crossing was not allowed)."""
+
+
 class DirectoryChanged(Exception):
     """The directory is no longer the one the listing showed (swapped, replaced, a symlink).
 
@@ -41,15 +45,21 @@ def open_root(path: str) -> tuple[int, os.stat_result]:
         raise
 
 
-def open_subdir(parent_fd: int, name: str) -> tuple[int, os.stat_result]:
+def open_subdir(
+    parent_fd: int, name: str, same_dev: int | None = None
+) -> tuple[int, os.stat_result]:
     """Open the directory ``name`` below ``parent_fd`` after checking it is the listed one.
 
     lstat the name, open it without following symlinks, fstat the descriptor, and compare:
-    the pattern of CPython's ``shutil.rmtree``. Any mismatch raises DirectoryChanged.
+    the pattern of CPython's ``shutil.rmtree``. Any mismatch raises DirectoryChanged. With
+    ``same_dev``, a directory on another device (a mount point) raises OtherFilesystem before
+    it is opened (lstat does not trigger an automount; open would).
     """
     before = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if not stat.S_ISDIR(before.st_mode):
         raise DirectoryChanged(f"no longer a directory (mode {before.st_mode:o})")
+    if same_dev is not None and before.st_dev != same_dev:
+        raise OtherFilesystem(f"device {before.st_dev} is not the root's {same_dev}")
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
     except OSError as exc:

@@ -67,14 +67,28 @@ def parse_mountinfo(text: str) -> list[Mount]:
     return mounts
 
 
+def _read_mountinfo() -> str:
+    try:
+        with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def mount_points_below(root: str, mountinfo: str | None = None) -> frozenset[str]:
+    """Every mount point strictly below ``root`` (an absolute, resolved path)."""
+    if mountinfo is None:
+        mountinfo = _read_mountinfo()
+    prefix = root.rstrip("/") + "/"
+    return frozenset(
+        m.mount_point for m in parse_mountinfo(mountinfo) if m.mount_point.startswith(prefix)
+    )
+
+
 def filesystem_type(path: str, st_dev: int, mountinfo: str | None = None) -> str | None:
     """The type of the filesystem holding ``path`` (whose ``st_dev`` is given), or None."""
     if mountinfo is None:
-        try:
-            with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
-                mountinfo = f.read()
-        except OSError:
-            return None
+        mountinfo = _read_mountinfo()
     major, minor = os.major(st_dev), os.minor(st_dev)
     best: Mount | None = None
     for mount in parse_mountinfo(mountinfo):

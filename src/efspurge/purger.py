@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from efspurge import fsops, mounts
 from efspurge.memory import MemoryGuard
 from efspurge.policy import AgePolicy
+from efspurge.selection import Selector
 from efspurge.settings import Settings, SettingsError
 from efspurge.stats import RunReport, final_record, total
 from efspurge.walker import Walker
@@ -42,6 +43,8 @@ EXIT_OK = 0
 EXIT_ENTRY_ERRORS = 1
 EXIT_USAGE = 2
 EXIT_FATAL = 3
+EXIT_MAX_DELETE = 4
+EXIT_MAX_RUNTIME = 5
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -118,7 +121,7 @@ class AsyncPurger:
         self.settings = settings
         self.root = root
         self.log = logger
-        self.policy = AgePolicy.from_days(settings.max_age_days)
+        self.policy = AgePolicy.from_days(settings.max_age_days, age_by=settings.age_by)
         self.io_threads = choose_io_threads(settings, root.fs_type)
         # One thread processes each listing batch whole, in the thread that listed it; several
         # threads share a batch in chunks, so that one big directory's lstats run in parallel.
@@ -139,6 +142,11 @@ class AsyncPurger:
             chunk_size=self.chunk_size,
             park_threshold=max(64, fd_limit // 4),
             logger=logger,
+            selector=Selector(settings.include, settings.exclude, settings.exclude_dir),
+            one_file_system=settings.one_file_system,
+            mount_paths=mounts.mount_points_below(root.path),
+            max_delete=settings.max_delete,
+            keep_young_dirs=settings.keep_young_dirs,
         )
         self.guard: MemoryGuard | None = None
         self._signal: int | None = None
@@ -175,6 +183,8 @@ class AsyncPurger:
         self._install_signal_handlers(loop)
         self._started = time.monotonic()
         background = [asyncio.create_task(self.guard.run())]
+        if self.settings.max_runtime > 0:
+            background.append(asyncio.create_task(self._runtime_limit()))
         if self.settings.progress_interval > 0:
             background.append(asyncio.create_task(self._progress_loop(queue)))
         try:
@@ -190,6 +200,14 @@ class AsyncPurger:
             self.walker.close_all()
             executor.shutdown(wait=True)
         return self._outcome(time.monotonic() - self._started)
+
+    async def _runtime_limit(self) -> None:
+        await asyncio.sleep(self.settings.max_runtime)
+        self.log.warning(
+            "Maximum runtime reached: finishing in-flight operations, then stopping",
+            extra={"extra_fields": {"max_runtime_seconds": self.settings.max_runtime}},
+        )
+        self.walker.request_stop("max_runtime")
 
     # --- signals --------------------------------------------------------------------------
 
@@ -213,7 +231,7 @@ class AsyncPurger:
             f"Received {name}: finishing in-flight operations, then stopping",
             extra={"extra_fields": {"signal": name}},
         )
-        self.walker.request_stop()
+        self.walker.request_stop(name)
 
     # --- records --------------------------------------------------------------------------
 
@@ -251,11 +269,7 @@ class AsyncPurger:
 
     def _outcome(self, duration: float) -> Outcome:
         counts = total(self.walker.counters)
-        stop_reason = None
-        if self._signal is not None:
-            stop_reason = signal.Signals(self._signal).name
-        elif self.walker.fatal is not None:
-            stop_reason = "internal error"
+        stop_reason = self.walker.stop_reason
         report = RunReport(
             dry_run=self.settings.dry_run,
             duration_seconds=duration,
@@ -266,16 +280,13 @@ class AsyncPurger:
             filesystem_type=self.root.fs_type or "unknown",
         )
         record = final_record(counts, report)
-        if self._signal == signal.SIGINT:
-            code = EXIT_SIGINT
-        elif self._signal == signal.SIGTERM:
-            code = EXIT_SIGTERM
-        elif self.walker.fatal is not None:
-            code = EXIT_FATAL
-        elif counts.errors:
-            code = EXIT_ENTRY_ERRORS
-        else:
-            code = EXIT_OK
+        code = {
+            "SIGINT": EXIT_SIGINT,
+            "SIGTERM": EXIT_SIGTERM,
+            "internal error": EXIT_FATAL,
+            "max_delete": EXIT_MAX_DELETE,
+            "max_runtime": EXIT_MAX_RUNTIME,
+        }.get(stop_reason or "", EXIT_ENTRY_ERRORS if counts.errors else EXIT_OK)
         record["exit_code"] = code
         # The final record is written whatever --log-level says: it is the run's result.
         # logger.handle() applies filters but not the level threshold.

@@ -7,9 +7,12 @@ the tree is touched. Each error names the flag or the variable it came from.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+
+from efspurge.selection import validate as validate_patterns
 
 ENV_PREFIX = "EFSPURGE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -34,6 +37,15 @@ class Settings:
     log_level: str = "INFO"
     progress_interval: float = 30.0
     io_threads: int | None = None  # None: chosen from the filesystem type (see engine docs)
+    # Safety rails and selection
+    one_file_system: bool = True
+    max_delete: int = 0  # 0: no cap
+    max_runtime: float = 0.0  # seconds; 0: no limit
+    age_by: str = "mtime"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    exclude_dir: tuple[str, ...] = ()
+    keep_young_dirs: bool = True
 
     def as_log_fields(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -72,6 +84,53 @@ def parse_log_level(text: str) -> str:
     return level
 
 
+AGE_BY = ("mtime", "atime", "ctime", "newest")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'45m', '1h30m', '90s', '2h', '1.5h' or plain seconds ('3600')."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(num + unit for num, unit in parts) != compact:
+        raise ValueError(f"expected a duration such as 45m, 1h30m, 90s or 3600, got {text!r}")
+    if len(parts) > 1 and any(unit == "" for _, unit in parts):
+        raise ValueError(f"every part of a duration needs a unit (s, m, h, d), got {text!r}")
+    return sum(float(num) * _UNIT_SECONDS[unit] for num, unit in parts)
+
+
+def parse_age_by(text: str) -> str:
+    value = text.strip().lower()
+    if value not in AGE_BY:
+        raise ValueError(f"expected one of {', '.join(AGE_BY)}, got {text!r}")
+    return value
+
+
+def parse_pattern(text: str) -> str:
+    if not text.strip():
+        raise ValueError("a pattern must not be empty")
+    return text
+
+
+def split_patterns(text: str) -> tuple[str, ...]:
+    """Patterns from one environment variable: comma-separated (a literal comma is [,])."""
+    parts = []
+    depth, current = 0, []
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+        if ch == "," and not depth:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return tuple(parse_pattern(p.strip()) for p in parts)
+
+
 def parse_io_threads(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
@@ -105,6 +164,8 @@ class OptionSpec:
     field: str
     parse: Callable[[str], Any]
     check: Callable[[Any], str | None] | None = None
+    # A repeatable flag; its variable holds a comma-separated list.
+    multiple: bool = False
 
     @property
     def flag(self) -> str:
@@ -126,6 +187,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("log_level", parse_log_level),
     OptionSpec("progress_interval", parse_float, _finite_non_negative),
     OptionSpec("io_threads", parse_io_threads, _optional_at_least_one),
+    OptionSpec("one_file_system", parse_bool),
+    OptionSpec("max_delete", parse_int, _at_least(0)),
+    OptionSpec("max_runtime", parse_duration, _finite_non_negative),
+    OptionSpec("age_by", parse_age_by),
+    OptionSpec("include", parse_pattern, validate_patterns, multiple=True),
+    OptionSpec("exclude", parse_pattern, validate_patterns, multiple=True),
+    OptionSpec("exclude_dir", parse_pattern, validate_patterns, multiple=True),
+    OptionSpec("keep_young_dirs", parse_bool),
 )
 PATH_ENV = ENV_PREFIX + "PATH"
 
@@ -146,11 +215,13 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
             if not raw.strip():
                 raise SettingsError(f"{spec.env}: is set but empty")
             try:
-                value = spec.parse(raw)
+                value = split_patterns(raw) if spec.multiple else spec.parse(raw)
             except ValueError as exc:
                 raise SettingsError(f"{spec.env}: {exc}") from None
-        if value is None:
+        if value is None or (spec.multiple and not value):
             continue
+        if spec.multiple:
+            value = tuple(value)
         problem = spec.check(value) if spec.check else None
         if problem:
             raise SettingsError(f"{source}: {problem}")

@@ -29,6 +29,10 @@ class Counters:
     special_files_skipped: int = 0  # fifos, sockets, devices
     dirs_skipped_changed: int = 0  # swapped or replaced between listing and opening
     entries_vanished: int = 0  # removed by someone else between listing and our call
+    mount_points_skipped: int = 0  # directories on another filesystem, not entered
+    files_excluded: int = 0  # regular files left alone by --include/--exclude
+    dirs_excluded: int = 0  # directories not listed because of --exclude-dir
+    young_dirs_kept: int = 0  # empty directories kept because they were recently modified
     errors: int = 0
 
     def add(self, other: Counters) -> None:

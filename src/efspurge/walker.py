@@ -32,6 +32,7 @@ import threading
 
 from efspurge import fsops
 from efspurge.policy import AgePolicy
+from efspurge.selection import Selector
 from efspurge.stats import Counters
 from efspurge.workqueue import WorkQueue
 
@@ -95,6 +96,11 @@ class Walker:
         chunk_size: int,
         park_threshold: int,
         logger: logging.Logger,
+        selector: Selector | None = None,
+        one_file_system: bool = True,
+        mount_paths: frozenset[str] = frozenset(),
+        max_delete: int = 0,
+        keep_young_dirs: bool = False,
         error_log_limit: int = 1000,
     ) -> None:
         self.root_path = root_path
@@ -107,6 +113,15 @@ class Walker:
         self.park_threshold = park_threshold
         self.log = logger
         self._debug = logger.isEnabledFor(logging.DEBUG)
+        self.selector = selector if selector is not None else Selector()
+        self.one_file_system = one_file_system
+        # Mount points below the root known at start (from mountinfo): catches bind mounts of
+        # the root's own device, which a device comparison cannot see.
+        self.mount_paths = mount_paths
+        self.max_delete = max_delete
+        self.keep_young_dirs = keep_young_dirs
+        self._deletes_reserved = 0
+        self.stop_reason: str | None = None
 
         self.root = DirNode("", None)
         self.root.fd = root_fd
@@ -130,7 +145,11 @@ class Walker:
         for little; a directory still being listed has proven big and gets a full batch."""
         return self.batch_size if node.entries is not None else min(self.batch_size, 512)
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "stopped") -> None:
+        """Stop handing out work; the first reason given is the one reported."""
+        with self._tree_lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
         self._stop = True
         if self.queue is not None:
             self.queue.stop()
@@ -163,7 +182,7 @@ class Walker:
                         exc_info=True,
                         extra={"extra_fields": {"error": repr(exc)}},
                     )
-                    self.request_stop()
+                    self.request_stop("internal error")
                 finally:
                     queue.done(released)
         finally:
@@ -185,6 +204,14 @@ class Walker:
                 node.fd = None
 
     # --- paths, only for messages ---------------------------------------------------------
+
+    def relpath_of(self, node: DirNode, name: str | None = None) -> str:
+        """The path relative to the root, as selection patterns see it."""
+        parts = [] if name is None else [name]
+        while node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        return "/".join(reversed(parts))
 
     def path_of(self, node: DirNode, name: str | None = None) -> str:
         parts = [] if name is None else [name]
@@ -237,6 +264,10 @@ class Walker:
             exhausted = len(entries) < grant
 
         files, dirs, others = fsops.sort_entries(entries)
+        selector = self.selector
+        if selector.filters_files or selector.filters_dirs:
+            files, dirs, excluded = self._select(node, files, dirs, c)
+            kept = kept or excluded
         subdirs = [DirNode(entry.name, node) for entry in dirs]
         for entry, kind in others:
             if isinstance(kind, OSError):
@@ -282,6 +313,36 @@ class Walker:
             self._settle(node, c, own=-1)
         return inline
 
+    def _select(
+        self,
+        node: DirNode,
+        files: list[os.DirEntry[str]],
+        dirs: list[os.DirEntry[str]],
+        c: Counters,
+    ) -> tuple[list[os.DirEntry[str]], list[os.DirEntry[str]], bool]:
+        """Apply --include/--exclude to files and --exclude-dir to directories."""
+        selector = self.selector
+        base = self.relpath_of(node) if selector.needs_path else None
+
+        def rel(name: str) -> str | None:
+            if base is None:
+                return None
+            return f"{base}/{name}" if base else name
+
+        chosen_files, chosen_dirs = files, dirs
+        if selector.filters_files:
+            chosen_files = [e for e in files if selector.file_selected(e.name, rel(e.name))]
+            c.files_excluded += len(files) - len(chosen_files)
+        if selector.filters_dirs:
+            chosen_dirs = [e for e in dirs if not selector.dir_excluded(e.name, rel(e.name))]
+            c.dirs_excluded += len(dirs) - len(chosen_dirs)
+        if self._debug:
+            for entry in files + dirs:
+                if entry not in chosen_files and entry not in chosen_dirs:
+                    self._debug_kept(node, entry.name, "excluded by a pattern")
+        excluded = len(chosen_files) < len(files) or len(chosen_dirs) < len(dirs)
+        return chosen_files, chosen_dirs, excluded
+
     def _start_listing(self, node: DirNode, c: Counters) -> bool:
         """Open a directory (the root is open already) and start its listing.
 
@@ -290,8 +351,22 @@ class Walker:
         parent = node.parent
         if parent is not None:
             gone = False
+            same_dev = self.root.st.st_dev if self.one_file_system else None
             try:
-                fd, st = fsops.open_subdir(parent.fd, node.name)  # parent held by `unopened`
+                if (
+                    self.one_file_system
+                    and self.mount_paths
+                    and self.path_of(node) in self.mount_paths
+                ):
+                    raise fsops.OtherFilesystem("a mount point (bind mount)")
+                fd, st = fsops.open_subdir(parent.fd, node.name, same_dev)  # parent held: unopened
+            except fsops.OtherFilesystem as exc:
+                c.mount_points_skipped += 1
+                self.log.info(
+                    "Mount point not entered (another filesystem)",
+                    extra={"extra_fields": {"path": self.path_of(node), "reason": str(exc)}},
+                )
+                fd = None
             except fsops.DirectoryChanged as exc:
                 c.dirs_skipped_changed += 1
                 self.log.warning(
@@ -353,6 +428,7 @@ class Walker:
         lstat = fsops.lstat_entry
         unlink = fsops.unlink_file
         is_reg = stat.S_ISREG
+        capped = self.max_delete > 0
         kept = False
         scanned = selected = selected_bytes = purged = purged_bytes = 0
         try:
@@ -374,11 +450,16 @@ class Walker:
                     if debug:
                         self._debug_kept(node, entry.name, self.policy.why_kept(st))
                     continue
+                if capped and not self._reserve_delete():
+                    kept = True
+                    break
                 selected += 1
                 selected_bytes += st.st_size
                 try:
                     unlink(fd, entry.name, dry_run)
                 except OSError as exc:
+                    if capped:
+                        self._release_delete()
                     kept = self._file_failed(c, node, entry.name, "unlink", exc) or kept
                     continue
                 if not dry_run:
@@ -393,6 +474,20 @@ class Walker:
             c.files_purged += purged
             c.bytes_freed += purged_bytes
         return kept
+
+    def _reserve_delete(self) -> bool:
+        """Take one of the --max-delete slots before an unlink (dry run alike); when none is
+        left, the run stops: the cap is never exceeded, however many threads delete."""
+        with self._tree_lock:
+            if self._deletes_reserved < self.max_delete:
+                self._deletes_reserved += 1
+                return True
+        self.request_stop("max_delete")
+        return False
+
+    def _release_delete(self) -> None:
+        with self._tree_lock:
+            self._deletes_reserved -= 1
 
     def _file_failed(self, c: Counters, node: DirNode, name: str, op: str, exc: OSError) -> bool:
         """Count a failed call on a file. Returns True if the file may still be there."""
@@ -479,6 +574,15 @@ class Walker:
 
     def _remove_if_empty(self, node: DirNode, c: Counters) -> bool:
         if not self.remove_empty_dirs or node.kept or self._stop:
+            return False
+        if self.keep_young_dirs and node.st is not None and not self.policy.is_expired(node.st):
+            # Its own timestamp, read before this run touched it, is newer than the cutoff:
+            # an application probably created it for use. Keep it.
+            c.young_dirs_kept += 1
+            if self._debug:
+                self._debug_kept(
+                    node.parent, node.name, "young directory: " + self.policy.why_kept(node.st)
+                )
             return False
         if not self._reserve_dir_slot():
             if self._debug:

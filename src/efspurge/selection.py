@@ -1,0 +1,123 @@
+"""Which entries the user selected, by glob patterns on their path relative to the root.
+
+Pattern rules (the same for --include, --exclude and --exclude-dir):
+
+* A pattern without ``/`` matches the entry's name, at any depth: ``*.log``.
+* A pattern with ``/`` matches the whole path relative to the root: ``cache/*.tmp`` matches
+  ``cache/a.tmp`` but not ``x/cache/a.tmp``. A leading ``/`` anchors a plain name at the
+  root: ``/top.log`` is only the root's own ``top.log``.
+* ``*`` matches within one path component, ``?`` one character, ``[abc]``/``[!abc]`` a set;
+  ``**`` matches any number of whole components, including none: ``**/tmp/*``, ``logs/**``.
+* Metacharacters are literal inside brackets: ``[*]`` matches a ``*`` in a name.
+
+A file is considered for deletion when it matches at least one --include (or there is none)
+and no --exclude: exclude wins. A directory matching --exclude-dir is not even listed.
+Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def translate(pattern: str) -> str:
+    """A glob pattern as an anchored regular expression (see the module rules)."""
+    pat = pattern.lstrip("/")
+    out: list[str] = []
+    i, n = 0, len(pat)
+    while i < n:
+        ch = pat[i]
+        if pat.startswith("**", i):
+            at_start = i == 0 or pat[i - 1] == "/"
+            after = i + 2
+            if at_start and after < n and pat[after] == "/":
+                out.append("(?:.*/)?")  # '**/' : any number of leading components
+                i = after + 1
+                continue
+            out.append(".*")
+            i = after
+            continue
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            end = pat.find("]", i + 2 if pat[i + 1 : i + 2] in ("!", "]") else i + 1)
+            if end == -1:
+                raise ValueError(f"unclosed '[' in pattern {pattern!r}")
+            body = pat[i + 1 : end]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "(?s:" + "".join(out) + r")\Z"
+
+
+@dataclass(frozen=True)
+class _PatternSet:
+    by_name: re.Pattern[str] | None
+    by_path: re.Pattern[str] | None
+
+    @classmethod
+    def build(cls, patterns: Iterable[str]) -> _PatternSet:
+        names = [translate(p) for p in patterns if "/" not in p]
+        paths = [translate(p) for p in patterns if "/" in p]
+        return cls(
+            re.compile("|".join(names)) if names else None,
+            re.compile("|".join(paths)) if paths else None,
+        )
+
+    @property
+    def empty(self) -> bool:
+        return self.by_name is None and self.by_path is None
+
+    @property
+    def needs_path(self) -> bool:
+        return self.by_path is not None
+
+    def matches(self, name: str, relpath: str | None) -> bool:
+        if self.by_name is not None and self.by_name.match(name):
+            return True
+        return (
+            self.by_path is not None and relpath is not None and bool(self.by_path.match(relpath))
+        )
+
+
+class Selector:
+    def __init__(
+        self,
+        include: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        exclude_dir: Iterable[str] = (),
+    ) -> None:
+        self._include = _PatternSet.build(include)
+        self._exclude = _PatternSet.build(exclude)
+        self._exclude_dir = _PatternSet.build(exclude_dir)
+        self.filters_files = not (self._include.empty and self._exclude.empty)
+        self.filters_dirs = not self._exclude_dir.empty
+        self.needs_path = (
+            self._include.needs_path or self._exclude.needs_path or self._exclude_dir.needs_path
+        )
+
+    def file_selected(self, name: str, relpath: str | None) -> bool:
+        if not self._include.empty and not self._include.matches(name, relpath):
+            return False
+        return not self._exclude.matches(name, relpath)
+
+    def dir_excluded(self, name: str, relpath: str | None) -> bool:
+        return self._exclude_dir.matches(name, relpath)
+
+
+def validate(patterns: tuple[str, ...]) -> str | None:
+    """Settings check: every pattern must compile."""
+    for pattern in patterns:
+        try:
+            re.compile(translate(pattern))
+        except (ValueError, re.error) as exc:
+            return f"bad pattern {pattern!r}: {exc}"
+    return None

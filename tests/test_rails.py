@@ -1,0 +1,248 @@
+"""Safety rails and selection, on real trees: mount points, caps, time budget, patterns,
+timestamps, young directories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import NEW, OLD, age_dirs, final, make_file, purge, run_cli, snapshot
+
+from efspurge import fsops
+from efspurge.selection import Selector
+
+# --- one filesystem ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tmpfs_mount(tmp_path):
+    """A real second filesystem mounted below the root (the suite runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    root = tmp_path / "root"
+    mnt = root / "other-fs"
+    mnt.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "efspurge-test", str(mnt)], check=True)
+    try:
+        yield root, mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_another_filesystem_below_the_root_is_never_touched(tmpfs_mount):
+    root, mnt = tmpfs_mount
+    make_file(mnt / "old-on-other-fs", old=True)
+    make_file(mnt / "sub" / "old2", old=True)
+    (mnt / "empty").mkdir()
+    make_file(root / "old-here", old=True)
+    age_dirs(root)
+    before_mnt = snapshot(mnt)
+    run = purge(root, remove_empty_dirs=True, io_threads=4)
+    assert snapshot(mnt) == before_mnt
+    assert not (root / "old-here").exists()
+    assert run.stats["mount_points_skipped"] == 1
+    assert mnt.is_dir()
+
+
+def test_crossing_filesystems_when_asked(tmpfs_mount):
+    root, mnt = tmpfs_mount
+    make_file(mnt / "old-on-other-fs", old=True)
+    run = purge(root, one_file_system=False)
+    assert not (mnt / "old-on-other-fs").exists()
+    assert run.stats["mount_points_skipped"] == 0
+
+
+def test_bind_mount_of_the_same_filesystem_is_detected(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    root = tmp_path / "root"
+    source = tmp_path / "source"
+    make_file(source / "precious-old", old=True)
+    (root / "bind").mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(source), str(root / "bind")], check=True)
+    try:
+        assert os.stat(root / "bind").st_dev == os.stat(root).st_dev  # same device
+        run = purge(root)
+        assert (source / "precious-old").exists()
+        assert run.stats["mount_points_skipped"] == 1
+    finally:
+        subprocess.run(["umount", "-l", str(root / "bind")], check=False)
+
+
+# --- deletion cap -----------------------------------------------------------------------------
+
+
+def _many_old(root: Path, dirs: int = 40, per_dir: int = 30) -> int:
+    for d in range(dirs):
+        for i in range(per_dir):
+            make_file(root / f"d{d}" / f"f{i}", old=True)
+    return dirs * per_dir
+
+
+def _files(root: Path) -> int:
+    return sum(1 for e in snapshot(root) if e.startswith("file:"))
+
+
+@pytest.mark.parametrize("cap", [1, 37, 500])
+def test_max_delete_is_never_exceeded_with_64_threads(tmp_path, cap):
+    total = _many_old(tmp_path)
+    run = purge(tmp_path, max_delete=cap, io_threads=64, task_batch_size=8)
+    assert total - _files(tmp_path) == cap
+    assert run.stats["files_purged"] == cap
+    assert run.code == 4
+    assert run.stats["stop_reason"] == "max_delete" and run.stats["interrupted"] is True
+
+
+def test_max_delete_not_reached_is_a_normal_run(tmp_path):
+    total = _many_old(tmp_path, dirs=2, per_dir=5)
+    run = purge(tmp_path, max_delete=total)
+    assert run.code == 0 and _files(tmp_path) == 0
+
+
+def test_dry_run_reports_that_the_cap_would_be_hit(tmp_path):
+    _many_old(tmp_path, dirs=5, per_dir=10)
+    before = snapshot(tmp_path)
+    run = purge(tmp_path, max_delete=12, dry_run=True, io_threads=8, task_batch_size=4)
+    assert snapshot(tmp_path) == before
+    assert run.stats["files_to_purge"] == 12
+    assert run.code == 4 and run.stats["stop_reason"] == "max_delete"
+
+
+def test_max_delete_exit_code_from_the_cli(tmp_path):
+    _many_old(tmp_path, dirs=3, per_dir=10)
+    result = run_cli(str(tmp_path), "--max-delete", "7")
+    assert result.returncode == 4
+    assert final(result.stdout)["files_purged"] == 7
+
+
+# --- time budget ------------------------------------------------------------------------------
+
+
+def test_max_runtime_stops_near_the_budget(tmp_path, monkeypatch):
+    _many_old(tmp_path, dirs=4, per_dir=1000)
+    real_unlink = fsops.unlink_file
+
+    def slow_unlink(dir_fd, name, dry_run):
+        time.sleep(0.001)  # a network filesystem: the whole run would take over 4 s
+        return real_unlink(dir_fd, name, dry_run)
+
+    monkeypatch.setattr(fsops, "unlink_file", slow_unlink)
+    run = purge(tmp_path, max_runtime=0.5)
+    assert run.code == 5
+    assert run.stats["stop_reason"] == "max_runtime"
+    assert 0.5 <= run.stats["duration_seconds"] < 2.5
+    assert 0 < run.stats["files_purged"] < 4000
+    assert 4000 - _files(tmp_path) == run.stats["files_purged"]
+    assert any(r["message"].startswith("Maximum runtime reached") for r in run.log)
+
+
+# --- patterns ---------------------------------------------------------------------------------
+
+
+def test_selector_rules():
+    s = Selector(include=["*.log", "cache/**"], exclude=["keep*", "[*]star"])
+    assert s.file_selected("a.log", "deep/dir/a.log")  # no '/': matches the name anywhere
+    assert not s.file_selected("a.txt", "a.txt")
+    assert s.file_selected("x", "cache/a/b/x")  # '**' spans directories
+    assert not s.file_selected("x", "other/cache/x")  # a '/' pattern is anchored at the root
+    assert not s.file_selected("keep.log", "keep.log")  # exclude wins over include
+    assert s.file_selected("*star.log", "*star.log") is True  # '[*]' is a literal '*'...
+    assert not Selector(exclude=["[*]star.log"]).file_selected("*star.log", "*star.log")
+    assert Selector(exclude=["[*]star.log"]).file_selected("xstar.log", "xstar.log")
+    assert Selector(exclude_dir=["**/.snapshot"]).dir_excluded(".snapshot", "a/b/.snapshot")
+    assert Selector(exclude=["/top.log"]).file_selected("top.log", "sub/top.log")
+    assert not Selector(exclude=["/top.log"]).file_selected("top.log", "top.log")
+    assert not Selector(include=["data/*.csv"]).file_selected("x.csv", "data/sub/x.csv")
+
+
+def test_patterns_select_exactly_on_a_real_tree(tmp_path, mode):
+    names = [
+        "app.log",
+        "app.log.1",
+        "keep.log",
+        "cache/a.tmp",
+        "cache/deep/b.tmp",
+        "other/cache/c.tmp",
+        "weird/*star?.log",
+        "weird/plain.log",
+        ".snapshot/old.log",
+        "x/.snapshot/old.log",
+    ]
+    for name in names:
+        make_file(tmp_path / name, old=True)
+    run = purge(
+        tmp_path,
+        include=("*.log", "cache/**"),
+        exclude=("keep*", "*[*]*"),
+        exclude_dir=(".snapshot",),
+        **mode,
+    )
+    remaining = {e.split(":", 1)[1] for e in snapshot(tmp_path) if e.startswith("file:")}
+    assert remaining == {
+        "app.log.1",  # not included
+        "keep.log",  # excluded
+        "other/cache/c.tmp",  # 'cache/**' is anchored at the root
+        "weird/*star?.log",  # '*[*]*' excludes names with a literal '*'
+        ".snapshot/old.log",  # directory not listed
+        "x/.snapshot/old.log",
+    }
+    assert run.stats["dirs_excluded"] == 2
+    assert run.stats["files_excluded"] == 4
+
+
+# --- which timestamp --------------------------------------------------------------------------
+
+
+def test_age_by_each_timestamp_deletes_exactly_the_model_set(tmp_path):
+    combos = [(m, a, c) for m in (0, 1) for a in (0, 1) for c in (0, 1)]  # 1 = old
+    cutoff_days = 2 / 86_400  # two seconds
+
+    def build(root: Path) -> None:
+        for m, a, c in combos:
+            p = make_file(root / f"m{m}a{a}c{c}", old=True)
+            now = time.time()
+            os.utime(p, (now - 86_400 if a else now + 3600, now - 86_400 if m else now + 3600))
+
+    expected = {
+        "mtime": {f"m{m}a{a}c{c}" for m, a, c in combos if m},
+        "atime": {f"m{m}a{a}c{c}" for m, a, c in combos if a},
+        "ctime": {f"m{m}a{a}c{c}" for m, a, c in combos if c},
+        "newest": {f"m{m}a{a}c{c}" for m, a, c in combos if m and a and c},
+    }
+    roots = {age_by: tmp_path / age_by for age_by in expected}
+    for root in roots.values():
+        build(root)
+    time.sleep(2.5)  # every ctime is now older than the 2-second cutoff...
+    for root in roots.values():
+        for m, a, c in combos:
+            if not c:
+                os.chmod(root / f"m{m}a{a}c{c}", 0o600)  # ...except these: fresh ctime
+    for age_by, root in roots.items():
+        purge(root, max_age_days=cutoff_days, age_by=age_by)
+        deleted = {f"m{m}a{a}c{c}" for m, a, c in combos} - set(os.listdir(root))
+        assert deleted == expected[age_by], age_by
+
+
+# --- young directories ------------------------------------------------------------------------
+
+
+def test_young_empty_directories_are_kept_by_default(tmp_path):
+    (tmp_path / "old-empty").mkdir()
+    os.utime(tmp_path / "old-empty", (OLD, OLD))
+    (tmp_path / "fresh-empty").mkdir()  # just created by an application
+    make_file(tmp_path / "old-parent" / "fresh-child" / "old.tmp", old=True)
+    os.utime(tmp_path / "old-parent", (OLD, OLD))
+    os.utime(tmp_path / "old-parent" / "fresh-child", (NEW + 86_400 / 2,) * 2)
+    run = purge(tmp_path, remove_empty_dirs=True)
+    assert snapshot(tmp_path) == {
+        "dir:fresh-empty",
+        "dir:old-parent",
+        "dir:old-parent/fresh-child",
+    }
+    assert run.stats["young_dirs_kept"] == 2
+    again = purge(tmp_path, remove_empty_dirs=True, keep_young_dirs=False)
+    assert snapshot(tmp_path) == set()
+    assert again.stats["empty_dirs_deleted"] == 3
