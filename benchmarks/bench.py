@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 DAY = 86_400
@@ -285,6 +285,25 @@ class Mounter:
         subprocess.run(self.umount_cmd, shell=True, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+def scale_latency(options: str, factor: float) -> str:
+    """Multiply every lat_*=N in a slowfs option string by factor (0 stays 0)."""
+    out = []
+    for word in options.split():
+        key, _, value = word.partition("=")
+        if key.startswith("lat_") and value.isdigit():
+            word = f"{key}={round(int(value) * factor)}"
+        out.append(word)
+    return " ".join(out)
+
+
+def unlink_latency_ms(options: str) -> float | None:
+    for word in options.split():
+        key, _, value = word.partition("=")
+        if key in ("lat_unlink", "lat_other", "lat") and value.isdigit():
+            return int(value) / 1000
+    return None
+
+
 def slowfs_hooks(slowfs_dir: Path, options: str) -> tuple[str, str]:
     mount = f'{shlex.quote(str(slowfs_dir / "mount.sh"))} "$BENCH_BACKING" "$BENCH_MOUNT" {options}'
     umount = f'{shlex.quote(str(slowfs_dir / "umount.sh"))} "$BENCH_MOUNT"'
@@ -381,6 +400,45 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(
+            "chart skipped: matplotlib is not installed (pip install '.[bench]')", file=sys.stderr
+        )
+        return None
+    return plt
+
+
+def draw_latency_chart(results: list[RunResult], path: Path, title: str) -> None:
+    """Files deleted per second against unlink latency, one line per tool."""
+    plt = _pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for tool in dict.fromkeys(r.tool for r in results):
+        points: dict[float, list[float]] = {}
+        for r in results:
+            lat = r.extra.get("unlink_latency_ms")
+            if r.tool == tool and lat and r.wall_seconds:
+                points.setdefault(lat, []).append(r.deleted / r.wall_seconds)
+        xs = sorted(points)
+        ax.plot(xs, [statistics.median(points[x]) for x in xs], marker="o", label=tool)
+    ax.set_xlabel("unlink latency (ms); lookups and listings scaled alike")
+    ax.set_ylabel("files deleted per second (median)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"chart written to {path}")
+
+
 def draw_chart(rows: list[dict], path: Path, title: str) -> None:
     try:
         import matplotlib
@@ -424,7 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--root-base", required=True, type=Path, help="where trees are generated")
+    parser.add_argument("--root-base", type=Path, help="where trees are generated")
+    parser.add_argument(
+        "--replot", type=Path, metavar="JSON", help="draw --chart from a saved --json file and exit"
+    )
     parser.add_argument(
         "--scenarios",
         default="flat:100000,balanced:10x3x100,mixed:200000",
@@ -453,11 +514,28 @@ def main(argv: list[str] | None = None) -> int:
         "--slowfs", metavar="OPTIONS", help="mount each tree through slowfs with these options"
     )
     parser.add_argument("--slowfs-dir", type=Path, default=DEFAULT_SLOWFS)
+    parser.add_argument(
+        "--latency-scale",
+        default="1",
+        help="with --slowfs: comma-separated factors applied to every lat_* option, one "
+        "series per factor (e.g. 0.25,0.5,1,2) for a throughput-against-latency chart",
+    )
     parser.add_argument("--json", type=Path, help="write all runs and the summary here")
     parser.add_argument("--chart", type=Path, help="draw a PNG chart (needs matplotlib)")
     parser.add_argument("--title", default="efspurge vs find")
     args = parser.parse_args(argv)
 
+    if args.replot:
+        data = json.loads(args.replot.read_text())
+        if not args.chart:
+            parser.error("--replot needs --chart")
+        if any(r.get("extra", {}).get("unlink_latency_ms") for r in data["runs"]):
+            draw_latency_chart([RunResult(**r) for r in data["runs"]], args.chart, args.title)
+        else:
+            draw_chart(data["summary"], args.chart, args.title)
+        return 0
+    if args.root_base is None:
+        parser.error("--root-base is required")
     scenarios = [Scenario.parse(s) for s in args.scenarios.replace(";", " ").split()]
     tools = default_tools(args.efspurge)
     if args.efspurge_args:
@@ -469,27 +547,37 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [t for t in chosen if t not in tools]
     if unknown:
         parser.error(f"unknown tool(s): {', '.join(unknown)}")
-    mount, umount = args.mount, args.umount
-    if args.slowfs:
-        mount, umount = slowfs_hooks(args.slowfs_dir, args.slowfs)
-    mounter = Mounter(mount, umount)
-
+    factors = [float(f) for f in args.latency_scale.split(",")] if args.slowfs else [1.0]
     base = args.root_base.resolve()
     base.mkdir(parents=True, exist_ok=True)
     results: list[RunResult] = []
-    for scenario in scenarios:
-        for rnd in range(args.rounds):
-            # Interleave, and alternate who goes first, so drift hits every tool alike.
-            order = chosen if rnd % 2 == 0 else list(reversed(chosen))
-            for tool in order:
-                result = one_run(tool, tools[tool], scenario, rnd, base, mounter)
-                results.append(result)
-                flag = "ok" if result.ok else f"FAILED: {result.problem}"
-                print(
-                    f"{scenario.name:>22} round {rnd} {tool:>10}: {result.wall_seconds:8.3f} s "
-                    f"{result.peak_rss_mb:7.1f} MB  {flag}",
-                    file=sys.stderr,
+    for factor in factors:
+        mount, umount = args.mount, args.umount
+        options = scale_latency(args.slowfs, factor) if args.slowfs else ""
+        if args.slowfs:
+            mount, umount = slowfs_hooks(args.slowfs_dir, options)
+        mounter = Mounter(mount, umount)
+        for scenario in scenarios:
+            label = (
+                scenario
+                if len(factors) == 1
+                else replace(
+                    scenario, name=f"{scenario.name} unlink={unlink_latency_ms(options)}ms"
                 )
+            )
+            for rnd in range(args.rounds):
+                # Interleave, and alternate who goes first, so drift hits every tool alike.
+                order = chosen if rnd % 2 == 0 else list(reversed(chosen))
+                for tool in order:
+                    result = one_run(tool, tools[tool], label, rnd, base, mounter)
+                    result.extra["unlink_latency_ms"] = unlink_latency_ms(options)
+                    results.append(result)
+                    flag = "ok" if result.ok else f"FAILED: {result.problem}"
+                    print(
+                        f"{label.name:>22} round {rnd} {tool:>10}: "
+                        f"{result.wall_seconds:8.3f} s {result.peak_rss_mb:7.1f} MB  {flag}",
+                        file=sys.stderr,
+                    )
     shutil.rmtree(base / "backing", ignore_errors=True)
 
     rows = summarize(results, chosen)
@@ -499,7 +587,10 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({"runs": [asdict(r) for r in results], "summary": rows}, indent=1)
         )
     if args.chart:
-        draw_chart(rows, args.chart, args.title)
+        if len(factors) > 1:
+            draw_latency_chart(results, args.chart, args.title)
+        else:
+            draw_chart(rows, args.chart, args.title)
     return 0 if all(r.ok for r in results) else 1
 
 

