@@ -8,10 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import final, make_file
+from conftest import final, make_file, remove_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -165,10 +166,20 @@ def _interpreter_for_unprivileged_user() -> str:
     pytest.skip("no Python 3.11+ interpreter that a non-root user can run")
 
 
-def test_wheel_installs_and_runs_as_the_image_user(tmp_path):
+@pytest.fixture
+def shared_tmp():
+    """A scratch directory uid 10001 can traverse (pytest's own tmp tree is mode 700)."""
+    path = Path(tempfile.mkdtemp(prefix="efspurge-image-"))
+    path.chmod(0o755)
+    yield path
+    remove_tree(path)
+
+
+def test_wheel_installs_and_runs_as_the_image_user(shared_tmp):
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to become uid 10001")
     python = _interpreter_for_unprivileged_user()
+    tmp_path = shared_tmp
     # Build stage: `pip wheel --wheel-dir /wheels .` (scripts/test.sh builds the dependencies'
     # wheels at install time into .wheelhouse; the project's own wheel is built fresh here).
     wheels = tmp_path / "wheels"

@@ -165,6 +165,7 @@ class Walker:
         counters = Counters()
         with self._tree_lock:
             self.counters.append(counters)
+        queue.worker_started()
         try:
             while (taken := queue.get()) is not None:
                 item, grant = taken

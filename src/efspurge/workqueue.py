@@ -64,7 +64,9 @@ class WorkQueue:
         self._spawn = spawn
         self._wanted = wanted
         self._alive = 0
-        self._idle = 0
+        self._idle = 0  # workers waiting on the condition
+        self._notified = 0  # ...of which already woken for an item, not yet running
+        self._starting = 0  # workers started for an item, not yet asking for it
         self._busy = 0
         self._finished = False
         self._stopping = False
@@ -88,17 +90,33 @@ class WorkQueue:
         return ready
 
     def _dispatch(self) -> None:
-        # Caller holds the lock. Wake a waiting worker for each ready item, and start a new
-        # one for each ready item that no waiting worker can take. Called wherever work may
-        # have become takeable: new items, budget given back, an item taken.
-        ready = self._ready()
-        if not ready:
+        # Caller holds the lock. Called wherever work may have become takeable: new items,
+        # budget given back, an item taken. Each ready item gets exactly one worker on its way:
+        # a waiting one woken, or a new one started. Workers already woken or starting count,
+        # so the same item never wakes a second thread (a woken thread that finds nothing
+        # costs a context switch and a GIL hand-off, and hundreds of them cost seconds).
+        need = self._ready() - self._notified - self._starting
+        if need <= 0:
             return
-        self._cond.notify(ready)
-        for _ in range(min(ready - self._idle, self._max_workers - self._alive)):
+        wake = min(need, self._idle - self._notified)
+        if wake > 0:
+            self._cond.notify(wake)
+            self._notified += wake
+            need -= wake
+        for _ in range(min(need, self._max_workers - self._alive)):
             if not self._spawn():
                 break
             self._alive += 1
+            self._starting += 1
+
+    def _wake_all(self) -> None:
+        self._cond.notify_all()
+        self._notified = self._idle
+
+    def worker_started(self) -> None:
+        """A worker thread started by the queue is now asking for work."""
+        with self._cond:
+            self._starting = max(0, self._starting - 1)
 
     # --- consumers ------------------------------------------------------------------------
 
@@ -116,7 +134,7 @@ class WorkQueue:
                 if self._busy == 0:
                     if not self._dirs and not self._chunks:
                         self._finished = True
-                        self._cond.notify_all()
+                        self._wake_all()
                         return None
                     # Only paused directories remain and nothing runs that could lower memory:
                     # waiting would hang forever. Let one through.
@@ -126,6 +144,8 @@ class WorkQueue:
                 self._idle += 1
                 self._cond.wait()
                 self._idle -= 1
+                if self._notified:
+                    self._notified -= 1
 
     def _take(self) -> tuple[Any, int] | None:
         if self._chunks:
@@ -153,8 +173,8 @@ class WorkQueue:
         with self._cond:
             self._busy -= 1
             self._budget_free += released_entries
-            if self._busy == 0:
-                self._cond.notify_all()
+            if self._busy == 0 and not self._ready():
+                self._wake_all()  # maybe finished, or only paused work is left: let them see
             else:
                 self._dispatch()
 
@@ -175,13 +195,13 @@ class WorkQueue:
         """No new item is handed out; workers finish the one they hold and exit."""
         with self._cond:
             self._stopping = True
-            self._cond.notify_all()
+            self._wake_all()
 
     def set_paused(self, paused: bool) -> None:
         with self._cond:
             self._paused = paused
             if not paused:
-                self._cond.notify_all()
+                self._dispatch()
 
     def drain(self) -> list[Any]:
         """After the workers exited: whatever was still queued (to release its resources)."""
