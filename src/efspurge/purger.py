@@ -189,7 +189,7 @@ class AsyncPurger:
             background.append(asyncio.create_task(self._progress_loop(queue)))
         try:
             queue.put(dirs=[self.walker.root])
-            if queue.alive == 0:
+            if queue.started == 0:
                 raise RuntimeError("could not start any I/O thread")
             await all_exited.wait()
         finally:

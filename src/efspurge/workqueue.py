@@ -64,6 +64,7 @@ class WorkQueue:
         self._spawn = spawn
         self._wanted = wanted
         self._alive = 0
+        self._started = 0  # workers ever started
         self._idle = 0  # workers waiting on the condition
         self._notified = 0  # ...of which already woken for an item, not yet running
         self._starting = 0  # workers started for an item, not yet asking for it
@@ -107,6 +108,7 @@ class WorkQueue:
             if not self._spawn():
                 break
             self._alive += 1
+            self._started += 1
             self._starting += 1
 
     def _wake_all(self) -> None:
@@ -215,6 +217,12 @@ class WorkQueue:
     def finished(self) -> bool:
         with self._cond:
             return self._finished
+
+    @property
+    def started(self) -> int:
+        """Workers ever started (a worker may already have finished and exited)."""
+        with self._cond:
+            return self._started
 
     @property
     def alive(self) -> int:
