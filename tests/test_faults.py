@@ -183,3 +183,20 @@ def test_internal_error_in_a_worker_stops_the_run_with_exit_3(tmp_path, monkeypa
     assert run.code == 3
     assert run.stats["interrupted"] is True
     assert (tmp_path / "old").exists()
+
+
+def test_directory_removed_by_someone_else_does_not_keep_its_parent(tmp_path, monkeypatch):
+    (tmp_path / "a/e").mkdir(parents=True)
+    age_dirs(tmp_path)
+    real_remove = fsops.remove_dir
+
+    def someone_was_faster(parent_fd, name, dry_run):
+        if name == "e":
+            os.rmdir(name, dir_fd=parent_fd)  # another worker or a user got there first
+        return real_remove(parent_fd, name, dry_run)
+
+    monkeypatch.setattr(fsops, "remove_dir", someone_was_faster)
+    run = purge(tmp_path, remove_empty_dirs=True)
+    assert snapshot(tmp_path) == set()  # 'a' was empty in the end, and removed
+    assert run.stats["errors"] == 0
+    assert run.stats["empty_dirs_deleted"] == 1  # only 'a' is ours

@@ -49,6 +49,8 @@ def test_every_option_has_an_environment_variable():
         "EFSPURGE_EXCLUDE": "keep[,]me,*.pid",
         "EFSPURGE_EXCLUDE_DIR": ".snapshot",
         "EFSPURGE_KEEP_YOUNG_DIRS": "false",
+        "EFSPURGE_SHARD_INDEX": "2",
+        "EFSPURGE_SHARD_COUNT": "3",
     }
     assert {spec.env for spec in OPTIONS} == set(env)
     s = resolve(env=env)
@@ -72,6 +74,8 @@ def test_every_option_has_an_environment_variable():
         exclude=("keep[,]me", "*.pid"),
         exclude_dir=(".snapshot",),
         keep_young_dirs=False,
+        shard_index=2,
+        shard_count=3,
     )
 
 
@@ -169,3 +173,39 @@ def test_durations(text, seconds):
 def test_repeated_flags_replace_the_environment_list():
     s = resolve(cli={"exclude": ["a", "b"]}, env={"EFSPURGE_EXCLUDE": "c"})
     assert s.exclude == ("a", "b")
+
+
+def test_shard_index_from_indexed_jobs_and_batch_arrays():
+    assert resolve(env={"EFSPURGE_SHARD_COUNT": "4", "JOB_COMPLETION_INDEX": "3"}).shard_index == 3
+    batch = {"EFSPURGE_SHARD_COUNT": "4", "AWS_BATCH_JOB_ARRAY_INDEX": "1"}
+    assert resolve(env=batch).shard_index == 1
+    explicit = {
+        "EFSPURGE_SHARD_COUNT": "4",
+        "EFSPURGE_SHARD_INDEX": "0",
+        "JOB_COMPLETION_INDEX": "3",
+    }
+    assert resolve(env=explicit).shard_index == 0
+    # Without a count, an Indexed Job's index alone does not split anything.
+    assert resolve(env={"JOB_COMPLETION_INDEX": "3"}).shard_count == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EFSPURGE_SHARD_COUNT": "4"}, "--shard-index: required"),
+        (
+            {"EFSPURGE_SHARD_COUNT": "4", "EFSPURGE_SHARD_INDEX": "4"},
+            "--shard-index: must be between 0 and 3",
+        ),
+        ({"EFSPURGE_SHARD_INDEX": "1"}, "--shard-index: must be between 0 and 0"),
+        ({"EFSPURGE_SHARD_COUNT": "0"}, "EFSPURGE_SHARD_COUNT: must be at least 1"),
+        (
+            {"EFSPURGE_SHARD_COUNT": "2", "JOB_COMPLETION_INDEX": "x"},
+            "JOB_COMPLETION_INDEX: expected",
+        ),
+    ],
+)
+def test_bad_shard_settings(env, message):
+    with pytest.raises(SettingsError) as info:
+        resolve(env=env)
+    assert str(info.value).startswith(message)

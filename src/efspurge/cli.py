@@ -42,6 +42,10 @@ HELP = {
     "exclude_dir": "do not even list directories matching this glob (repeatable)",
     "keep_young_dirs": "with --remove-empty-dirs, keep an empty directory whose own timestamp "
     "is newer than the cutoff (default: on)",
+    "shard_index": "this worker's shard, 0..N-1 (default: JOB_COMPLETION_INDEX or "
+    "AWS_BATCH_JOB_ARRAY_INDEX when --shard-count is above 1)",
+    "shard_count": "split the files among N independent workers; each run handles only its "
+    "shard (default: 1)",
 }
 METAVARS = {
     "max_age_days": "DAYS",
@@ -58,6 +62,8 @@ METAVARS = {
     "include": "GLOB",
     "exclude": "GLOB",
     "exclude_dir": "GLOB",
+    "shard_index": "I",
+    "shard_count": "N",
 }
 
 

@@ -25,6 +25,7 @@ from efspurge.memory import MemoryGuard
 from efspurge.policy import AgePolicy
 from efspurge.selection import Selector
 from efspurge.settings import Settings, SettingsError
+from efspurge.shard import Shard
 from efspurge.stats import RunReport, final_record, total
 from efspurge.walker import Walker
 from efspurge.workqueue import WorkQueue
@@ -147,6 +148,7 @@ class AsyncPurger:
             mount_paths=mounts.mount_points_below(root.path),
             max_delete=settings.max_delete,
             keep_young_dirs=settings.keep_young_dirs,
+            shard=Shard(settings.shard_index, settings.shard_count),
         )
         self.guard: MemoryGuard | None = None
         self._signal: int | None = None
@@ -278,6 +280,10 @@ class AsyncPurger:
             memory_backpressure_events=self.guard.events if self.guard else 0,
             io_threads=self.io_threads,
             filesystem_type=self.root.fs_type or "unknown",
+            extra={
+                "shard_index": self.settings.shard_index,
+                "shard_count": self.settings.shard_count,
+            },
         )
         record = final_record(counts, report)
         code = {

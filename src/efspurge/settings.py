@@ -46,6 +46,9 @@ class Settings:
     exclude: tuple[str, ...] = ()
     exclude_dir: tuple[str, ...] = ()
     keep_young_dirs: bool = True
+    # Scale-out: this process handles the files of shard `shard_index` of `shard_count`.
+    shard_index: int = 0
+    shard_count: int = 1
 
     def as_log_fields(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -195,8 +198,33 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("exclude", parse_pattern, validate_patterns, multiple=True),
     OptionSpec("exclude_dir", parse_pattern, validate_patterns, multiple=True),
     OptionSpec("keep_young_dirs", parse_bool),
+    OptionSpec("shard_index", parse_int, _at_least(0)),
+    OptionSpec("shard_count", parse_int, _at_least(1)),
 )
+# Where Kubernetes Indexed Jobs and AWS Batch array jobs put each worker's index.
+INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
 PATH_ENV = ENV_PREFIX + "PATH"
+
+
+def _resolve_shard(chosen: dict[str, Any], environ: Mapping[str, str]) -> None:
+    count = chosen.get("shard_count", 1)
+    if "shard_index" not in chosen and count > 1:
+        for name in INDEX_VARIABLES:
+            raw = environ.get(name, "").strip()
+            if raw:
+                try:
+                    chosen["shard_index"] = parse_int(raw)
+                except ValueError as exc:
+                    raise SettingsError(f"{name}: {exc}") from None
+                break
+        else:
+            raise SettingsError(
+                "--shard-index: required with --shard-count above 1 (or set "
+                f"EFSPURGE_SHARD_INDEX, {' or '.join(INDEX_VARIABLES)})"
+            )
+    index = chosen.get("shard_index", 0)
+    if not 0 <= index < count:
+        raise SettingsError(f"--shard-index: must be between 0 and {count - 1}, got {index}")
 
 
 def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -226,6 +254,8 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
         if problem:
             raise SettingsError(f"{source}: {problem}")
         chosen[spec.field] = value
+
+    _resolve_shard(chosen, environ)
 
     path = cli_values.get("path")
     if path is None:

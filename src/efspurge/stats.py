@@ -33,6 +33,7 @@ class Counters:
     files_excluded: int = 0  # regular files left alone by --include/--exclude
     dirs_excluded: int = 0  # directories not listed because of --exclude-dir
     young_dirs_kept: int = 0  # empty directories kept because they were recently modified
+    files_other_shards: int = 0  # regular files left to the other shards (--shard-count)
     errors: int = 0
 
     def add(self, other: Counters) -> None:

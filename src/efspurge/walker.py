@@ -33,10 +33,17 @@ import threading
 from efspurge import fsops
 from efspurge.policy import AgePolicy
 from efspurge.selection import Selector
+from efspurge.shard import Shard, child_key
 from efspurge.stats import Counters
 from efspurge.workqueue import WorkQueue
 
 _NOT_EMPTY = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY})
+
+# What became of a finished directory, as its parent needs to know.
+REMOVED = "removed"  # removed by this run (or, in a dry run, would be)
+GONE = "gone"  # no longer there, removed by someone else (another shard, a user)
+KEPT = "kept"  # stays: something in it stays, or a rail kept it
+BUSY = "busy"  # rmdir said not empty: another shard or a writer still has entries in it
 
 
 class DirNode:
@@ -48,6 +55,7 @@ class DirNode:
         "entries",
         "fd",
         "kept",
+        "key",
         "name",
         "own_work",
         "parent",
@@ -55,9 +63,10 @@ class DirNode:
         "unopened",
     )
 
-    def __init__(self, name: str, parent: DirNode | None) -> None:
+    def __init__(self, name: str, parent: DirNode | None, key: int = 0) -> None:
         self.name = name
         self.parent = parent
+        self.key = key  # running CRC of the relative path, for the shard partition
         self.fd: int | None = None
         self.st: os.stat_result | None = None
         self.entries = None  # the scandir iterator while the listing is open
@@ -101,6 +110,7 @@ class Walker:
         mount_paths: frozenset[str] = frozenset(),
         max_delete: int = 0,
         keep_young_dirs: bool = False,
+        shard: Shard | None = None,
         error_log_limit: int = 1000,
     ) -> None:
         self.root_path = root_path
@@ -120,6 +130,7 @@ class Walker:
         self.mount_paths = mount_paths
         self.max_delete = max_delete
         self.keep_young_dirs = keep_young_dirs
+        self.shard = shard if shard is not None else Shard()
         self._deletes_reserved = 0
         self.stop_reason: str | None = None
 
@@ -269,7 +280,16 @@ class Walker:
         if selector.filters_files or selector.filters_dirs:
             files, dirs, excluded = self._select(node, files, dirs, c)
             kept = kept or excluded
-        subdirs = [DirNode(entry.name, node) for entry in dirs]
+        shard = self.shard
+        if shard.active:
+            # Other shards' files are neither stat'ed nor counted, and do not keep the
+            # directory: their owner deletes them, and rmdir tells whether they are gone.
+            mine = [e for e in files if shard.owns_file(node.key, e.name)]
+            c.files_other_shards += len(files) - len(mine)
+            files = mine
+            subdirs = [DirNode(e.name, node, child_key(node.key, e.name)) for e in dirs]
+        else:
+            subdirs = [DirNode(entry.name, node) for entry in dirs]
         for entry, kind in others:
             if isinstance(kind, OSError):
                 if kind.errno == errno.ENOENT:
@@ -542,13 +562,16 @@ class Walker:
     def _finish(self, node: DirNode, c: Counters) -> None:
         """Remove a finished directory if it is empty and allowed; then its parent may finish."""
         while node.parent is not None:
-            removed = self._remove_if_empty(node, c)
+            outcome = self._remove_if_empty(node, c)
             with self._tree_lock:
                 if node.fd is not None:
                     fsops.close(node.fd)
                     node.fd = None
                 self._open_nodes.discard(node)
-            parent = self._release_parent(node, c, removed=removed, settle=False)
+            # Not empty because another shard still works in it says nothing about whether
+            # the parent will be empty in the end: with shards, only a real reason keeps it.
+            keeps_parent = outcome == KEPT or (outcome == BUSY and not self.shard.active)
+            parent = self._release_parent(node, c, removed=not keeps_parent, settle=False)
             if parent is None:
                 return
             node = parent
@@ -573,9 +596,10 @@ class Walker:
             return None
         return parent
 
-    def _remove_if_empty(self, node: DirNode, c: Counters) -> bool:
+    def _remove_if_empty(self, node: DirNode, c: Counters) -> str:
+        """Remove a finished directory if it is empty and allowed. Returns the outcome."""
         if not self.remove_empty_dirs or node.kept or self._stop:
-            return False
+            return KEPT
         if self.keep_young_dirs and node.st is not None and not self.policy.is_expired(node.st):
             # Its own timestamp, read before this run touched it, is newer than the cutoff:
             # an application probably created it for use. Keep it.
@@ -584,11 +608,13 @@ class Walker:
                 self._debug_kept(
                     node.parent, node.name, "young directory: " + self.policy.why_kept(node.st)
                 )
-            return False
+            return KEPT
+        if self.dry_run and self.shard.active and not self.shard.owns_dir(node.key):
+            return GONE  # a sharded dry run counts each directory in its owner shard only
         if not self._reserve_dir_slot():
             if self._debug:
                 self._debug_kept(node.parent, node.name, "empty-directory limit reached")
-            return False
+            return KEPT
         if self.dry_run:
             c.empty_dirs_to_delete += 1
             if self._debug:
@@ -596,15 +622,15 @@ class Walker:
                     "Would remove empty directory",
                     extra={"extra_fields": {"path": self.path_of(node)}},
                 )
-            return True
-        removed = self._rmdir(node, c)
-        if removed:
+            return REMOVED
+        outcome = self._rmdir(node, c)
+        if outcome == REMOVED:
             c.empty_dirs_to_delete += 1
             c.empty_dirs_deleted += 1
         else:
             with self._tree_lock:
                 self._dirs_reserved -= 1  # the slot was not used: give it back
-        return removed
+        return outcome
 
     def _reserve_dir_slot(self) -> bool:
         # Reserved before the rmdir, under the lock: concurrent removals never exceed the limit.
@@ -614,21 +640,22 @@ class Walker:
             self._dirs_reserved += 1
             return True
 
-    def _rmdir(self, node: DirNode, c: Counters) -> bool:
+    def _rmdir(self, node: DirNode, c: Counters) -> str:
         parent = node.parent
         assert parent is not None
         parent_fd = self._borrow_fd(parent, via=node, c=c)
         if parent_fd is None:
-            return False
+            return KEPT
         try:
             fsops.remove_dir(parent_fd, node.name, dry_run=False)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 c.entries_vanished += 1  # someone else removed it: the parent may be empty
-                return False
-            if exc.errno not in _NOT_EMPTY:
-                self._entry_error(c, node, None, "rmdir", exc)
-            return False
+                return GONE
+            if exc.errno in _NOT_EMPTY:
+                return BUSY
+            self._entry_error(c, node, None, "rmdir", exc)
+            return KEPT
         finally:
             with self._tree_lock:
                 parent.borrowers -= 1
@@ -636,7 +663,7 @@ class Walker:
             self.log.debug(
                 "Removed empty directory", extra={"extra_fields": {"path": self.path_of(node)}}
             )
-        return True
+        return REMOVED
 
     def _borrow_fd(self, parent: DirNode, *, via: DirNode, c: Counters) -> int | None:
         with self._tree_lock:
