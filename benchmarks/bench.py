@@ -23,6 +23,7 @@ each optionally followed by @FRACTION_OLD (default 0.5), e.g. flat:1000000@0.9.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shlex
@@ -236,6 +237,18 @@ class RunResult:
 GNU_TIME = shutil.which("time", path="/usr/bin:/bin")
 
 
+def run_tools(commands: list[str]) -> tuple[float, float, int, str]:
+    """Run several commands at once (one shard each); wall time until the last one ends."""
+    if len(commands) == 1:
+        return run_tool(commands[0])
+    with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
+        start = time.perf_counter()
+        parts = list(pool.map(run_tool, commands))
+        wall = time.perf_counter() - start
+    code = next((p[2] for p in parts if p[2] != 0), 0)
+    return wall, max(p[1] for p in parts), code, "\n".join(p[3] for p in parts)
+
+
 def run_tool(command: str) -> tuple[float, float, int, str]:
     """Run a command; return wall time, the process's peak RSS (MiB), exit code, output tail.
 
@@ -311,23 +324,37 @@ def slowfs_hooks(slowfs_dir: Path, options: str) -> tuple[str, str]:
 
 
 def one_run(
-    tool: str, command: str, scenario: Scenario, rnd: int, base: Path, mounter: Mounter
+    tool: str,
+    command: str,
+    scenario: Scenario,
+    rnd: int,
+    base: Path,
+    mounter: Mounter,
+    shards: int = 1,
 ) -> RunResult:
     backing = base / "backing"
     if backing.exists():
         shutil.rmtree(backing)
     counts = scenario.generate(backing / "tree")
-    target = backing / "tree"
-    mountpoint = base / "mnt"
-    if mounter.active:
-        mounter.mount(backing, mountpoint)
-        target = mountpoint / "tree"
+    # With shards, the tree is mounted once per shard: separate mounts behave like separate
+    # clients, each with its own directory locks and request queue.
+    mountpoints = [base / (f"mnt{i}" if shards > 1 else "mnt") for i in range(shards)]
+    targets = [backing / "tree"] * shards
+    mounted: list[Path] = []
     try:
-        wall, rss, code, out = run_tool(
-            command.format(root=shlex.quote(str(target)), days=AGE_DAYS)
-        )
-    finally:
         if mounter.active:
+            for mountpoint in mountpoints:
+                mounter.mount(backing, mountpoint)
+                mounted.append(mountpoint)
+            targets = [m / "tree" for m in mountpoints]
+        commands = [command.format(root=shlex.quote(str(t)), days=AGE_DAYS) for t in targets]
+        if shards > 1:
+            commands = [
+                f"{c} --shard-count {shards} --shard-index {i}" for i, c in enumerate(commands)
+            ]
+        wall, rss, code, out = run_tools(commands)
+    finally:
+        for mountpoint in mounted:
             mounter.umount(backing, mountpoint)
     after = count_tree(backing / "tree", time.time() - AGE_DAYS * DAY)
     expected = TreeCounts(0, counts.new_files, counts.dirs, counts.symlinks)
@@ -341,6 +368,7 @@ def one_run(
         for line in out.splitlines():
             if '"Purge operation completed"' in line:
                 extra = json.loads(line)["extra_fields"]
+        extra["shards"] = shards
     return RunResult(
         tool=tool,
         scenario=scenario.name,
@@ -350,7 +378,9 @@ def one_run(
         peak_rss_mb=round(rss, 1),
         ok=not problem,
         problem=problem,
-        extra={k: extra[k] for k in ("peak_memory_mb", "io_threads", "errors") if k in extra},
+        extra={
+            k: extra[k] for k in ("peak_memory_mb", "io_threads", "errors", "shards") if k in extra
+        },
     )
 
 
@@ -520,6 +550,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --slowfs: comma-separated factors applied to every lat_* option, one "
         "series per factor (e.g. 0.25,0.5,1,2) for a throughput-against-latency chart",
     )
+    parser.add_argument(
+        "--shards",
+        default="1",
+        help="comma-separated shard counts for efspurge (e.g. 1,2,4,8): N processes with "
+        "--shard-count N, each on its own mount of the tree when --slowfs/--mount is used",
+    )
     parser.add_argument("--json", type=Path, help="write all runs and the summary here")
     parser.add_argument("--chart", type=Path, help="draw a PNG chart (needs matplotlib)")
     parser.add_argument("--title", default="efspurge vs find")
@@ -548,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown tool(s): {', '.join(unknown)}")
     factors = [float(f) for f in args.latency_scale.split(",")] if args.slowfs else [1.0]
+    shard_counts = [int(n) for n in args.shards.split(",")]
     base = args.root_base.resolve()
     base.mkdir(parents=True, exist_ok=True)
     results: list[RunResult] = []
@@ -565,22 +602,26 @@ def main(argv: list[str] | None = None) -> int:
                     scenario, name=f"{scenario.name} unlink={unlink_latency_ms(options)}ms"
                 )
             )
+            runs = [(tool, 1) for tool in chosen if tool != "efspurge"]
+            runs += [("efspurge", n) for n in shard_counts if "efspurge" in chosen]
             for rnd in range(args.rounds):
                 # Interleave, and alternate who goes first, so drift hits every tool alike.
-                order = chosen if rnd % 2 == 0 else list(reversed(chosen))
-                for tool in order:
-                    result = one_run(tool, tools[tool], label, rnd, base, mounter)
+                order = runs if rnd % 2 == 0 else list(reversed(runs))
+                for tool, shards in order:
+                    name = tool if shards == 1 else f"efspurge x{shards}"
+                    result = one_run(tool, tools[tool], label, rnd, base, mounter, shards)
+                    result.tool = name
                     result.extra["unlink_latency_ms"] = unlink_latency_ms(options)
                     results.append(result)
                     flag = "ok" if result.ok else f"FAILED: {result.problem}"
                     print(
-                        f"{label.name:>22} round {rnd} {tool:>10}: "
+                        f"{label.name:>22} round {rnd} {name:>12}: "
                         f"{result.wall_seconds:8.3f} s {result.peak_rss_mb:7.1f} MB  {flag}",
                         file=sys.stderr,
                     )
     shutil.rmtree(base / "backing", ignore_errors=True)
 
-    rows = summarize(results, chosen)
+    rows = summarize(results, list(dict.fromkeys(r.tool for r in results)))
     print_table(rows)
     if args.json:
         args.json.write_text(

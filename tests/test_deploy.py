@@ -50,11 +50,10 @@ def test_dockerfile_shape():
     assert (ROOT / ".dockerignore").exists()
 
 
+@pytest.mark.parametrize("manifest", ["k8s-cronjob.yaml", "k8s-indexed-job.yaml"])
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_cronjob_passes_kubernetes_validate(version):
-    result = run(
-        tool("kubernetes-validate"), "-k", version, "--strict", str(ROOT / "k8s-cronjob.yaml")
-    )
+def test_manifests_pass_kubernetes_validate(version, manifest):
+    result = run(tool("kubernetes-validate"), "-k", version, "--strict", str(ROOT / manifest))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "passed" in result.stdout
 
@@ -76,6 +75,26 @@ def test_cronjob_settings_are_valid_for_the_tool(tmp_path):
     settings = resolve_settings({"path": container["args"][0]}, env)
     deadline = doc["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"]
     assert 0 < settings.max_runtime < deadline  # efspurge stops itself before the hard stop
+
+
+def test_indexed_job_shards_match_its_completions():
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "k8s-indexed-job.yaml").read_text())
+    job = doc["spec"]["jobTemplate"]["spec"]
+    assert job["completionMode"] == "Indexed"
+    assert job["completions"] == job["parallelism"]
+    container = job["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert int(env["EFSPURGE_SHARD_COUNT"]) == job["completions"]
+    from efspurge.settings import resolve_settings
+
+    # Kubernetes adds JOB_COMPLETION_INDEX to each pod: every index must be a valid shard.
+    for index in range(job["completions"]):
+        settings = resolve_settings(
+            {"path": container["args"][0]}, {**env, "JOB_COMPLETION_INDEX": str(index)}
+        )
+        assert (settings.shard_index, settings.shard_count) == (index, job["completions"])
 
 
 def test_compose_file_passes_the_compose_schema():
