@@ -10,6 +10,19 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     exit 2
 fi
 
+# A real Prometheus Pushgateway for the metrics tests (Debian package; the tests start it on
+# a free loopback port themselves).
+if ! command -v prometheus-pushgateway >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing prometheus-pushgateway (apt)"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-pushgateway >/dev/null
+    else
+        echo "scripts/test.sh: prometheus-pushgateway is missing (Debian: apt-get install prometheus-pushgateway)" >&2
+        exit 2
+    fi
+fi
+
 VENV=${EFSPURGE_TEST_VENV:-.venv-test}
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"

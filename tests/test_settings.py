@@ -51,6 +51,12 @@ def test_every_option_has_an_environment_variable():
         "EFSPURGE_KEEP_YOUNG_DIRS": "false",
         "EFSPURGE_SHARD_INDEX": "2",
         "EFSPURGE_SHARD_COUNT": "3",
+        "EFSPURGE_MANIFEST": "/var/log/efspurge.jsonl",
+        "EFSPURGE_METRICS_FILE": "/var/lib/node_exporter/efspurge.prom",
+        "EFSPURGE_PUSHGATEWAY": "http://pushgateway:9091",
+        "EFSPURGE_PUSH_JOB": "purge-tmp",
+        "EFSPURGE_PUSH_LABEL": "instance=efs-a,env=prod",
+        "EFSPURGE_FAIL_ON_PUSH_ERROR": "1",
     }
     assert {spec.env for spec in OPTIONS} == set(env)
     s = resolve(env=env)
@@ -76,6 +82,12 @@ def test_every_option_has_an_environment_variable():
         keep_young_dirs=False,
         shard_index=2,
         shard_count=3,
+        manifest="/var/log/efspurge.jsonl",
+        metrics_file="/var/lib/node_exporter/efspurge.prom",
+        pushgateway="http://pushgateway:9091",
+        push_job="purge-tmp",
+        push_label=("instance=efs-a", "env=prod"),
+        fail_on_push_error=True,
     )
 
 
@@ -129,6 +141,10 @@ def test_false_words(text):
         ({"EFSPURGE_EXCLUDE": "[unclosed"}, "EFSPURGE_EXCLUDE: bad pattern"),
         ({"EFSPURGE_INCLUDE": "*.log,,*.tmp"}, "EFSPURGE_INCLUDE: a pattern must not be empty"),
         ({"EFSPURGE_ONE_FILE_SYSTEM": "sometimes"}, "EFSPURGE_ONE_FILE_SYSTEM: expected one of"),
+        ({"EFSPURGE_PUSHGATEWAY": "pushgateway:9091"}, "EFSPURGE_PUSHGATEWAY: expected an http"),
+        ({"EFSPURGE_PUSH_LABEL": "instance"}, "EFSPURGE_PUSH_LABEL: expected NAME=VALUE"),
+        ({"EFSPURGE_PUSH_LABEL": "9x=1"}, "EFSPURGE_PUSH_LABEL: expected NAME=VALUE"),
+        ({"EFSPURGE_PUSH_JOB": "a/b"}, "EFSPURGE_PUSH_JOB: expected a non-empty value"),
     ],
 )
 def test_bad_environment_values_name_the_variable(env, message):

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 from efspurge import __version__
 from efspurge.jsonlog import setup_logging
-from efspurge.purger import EXIT_FATAL, EXIT_USAGE, AsyncPurger, prepare_root
+from efspurge.purger import EXIT_FATAL, EXIT_USAGE, AsyncPurger, open_manifest, prepare_root
 from efspurge.settings import OPTIONS, PATH_ENV, Settings, SettingsError, resolve_settings
 
 HELP = {
@@ -46,6 +46,16 @@ HELP = {
     "AWS_BATCH_JOB_ARRAY_INDEX when --shard-count is above 1)",
     "shard_count": "split the files among N independent workers; each run handles only its "
     "shard (default: 1)",
+    "manifest": "write one JSON line per file deleted (or, in a dry run, that would be) and "
+    "per directory removed to this file",
+    "metrics_file": "at the end, write Prometheus metrics to this file (node_exporter "
+    "textfile format, atomically)",
+    "pushgateway": "at the end, push Prometheus metrics to this Pushgateway URL",
+    "push_job": "the job label of pushed metrics (default: efspurge)",
+    "push_label": "an extra grouping-key label NAME=VALUE for pushed metrics (repeatable; "
+    "shard is added by itself with --shard-count)",
+    "fail_on_push_error": "exit with code 6 when writing or pushing metrics fails (default: "
+    "only log it)",
 }
 METAVARS = {
     "max_age_days": "DAYS",
@@ -64,6 +74,11 @@ METAVARS = {
     "exclude_dir": "GLOB",
     "shard_index": "I",
     "shard_count": "N",
+    "manifest": "FILE",
+    "metrics_file": "FILE",
+    "pushgateway": "URL",
+    "push_job": "NAME",
+    "push_label": "NAME=VALUE",
 }
 
 
@@ -93,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         "variable EFSPURGE_<OPTION> (for example EFSPURGE_MAX_AGE_DAYS=7); the command line "
         "wins over the environment.",
         epilog="Exit codes: 0 done, 1 done with per-entry errors, 2 usage or configuration "
-        "error, 3 fatal error, 4 --max-delete reached, 5 --max-runtime reached, "
+        "error, 3 fatal error, 4 --max-delete reached, 5 --max-runtime reached, 6 metrics not "
+        "published (with --fail-on-push-error), "
         "130 interrupted (SIGINT), 143 terminated (SIGTERM).",
     )
     parser.add_argument(
@@ -137,10 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = setup_logging(settings.log_level)
     try:
         root = prepare_root(settings.path)
+        manifest = open_manifest(settings)
     except SettingsError as exc:
         return _fail(str(exc))
     try:
-        outcome = asyncio.run(AsyncPurger(settings, root, logger).run())
+        outcome = asyncio.run(AsyncPurger(settings, root, logger, manifest).run())
     except Exception as exc:  # a bug or a broken environment: say so in one record
         logger.critical("Purge failed", exc_info=True, extra={"extra_fields": {"error": repr(exc)}})
         return EXIT_FATAL

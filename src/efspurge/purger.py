@@ -20,13 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from efspurge import fsops, mounts
+from efspurge import fsops, metrics, mounts
+from efspurge.manifest import Manifest
 from efspurge.memory import MemoryGuard
 from efspurge.policy import AgePolicy
 from efspurge.selection import Selector
 from efspurge.settings import Settings, SettingsError
 from efspurge.shard import Shard
-from efspurge.stats import RunReport, final_record, total
+from efspurge.stats import RunReport, final_record, merge_breakdowns, total
 from efspurge.walker import Walker
 from efspurge.workqueue import WorkQueue
 
@@ -46,6 +47,7 @@ EXIT_USAGE = 2
 EXIT_FATAL = 3
 EXIT_MAX_DELETE = 4
 EXIT_MAX_RUNTIME = 5
+EXIT_METRICS = 6
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -117,12 +119,34 @@ class Outcome:
     exit_code: int
 
 
+def open_manifest(settings: Settings) -> Manifest | None:
+    """Open --manifest before anything is deleted. Raises SettingsError if it cannot be."""
+    if settings.manifest is None:
+        return None
+    try:
+        return Manifest(settings.manifest)
+    except OSError as exc:
+        raise SettingsError(
+            f"--manifest: cannot write {settings.manifest!r}: {exc.strerror}"
+        ) from None
+
+
 class AsyncPurger:
-    def __init__(self, settings: Settings, root: RootInfo, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        root: RootInfo,
+        logger: logging.Logger,
+        manifest: Manifest | None = None,
+    ) -> None:
         self.settings = settings
         self.root = root
         self.log = logger
-        self.policy = AgePolicy.from_days(settings.max_age_days, age_by=settings.age_by)
+        self.manifest = manifest if manifest is not None else open_manifest(settings)
+        now_ns = time.time_ns()
+        self.policy = AgePolicy.from_days(
+            settings.max_age_days, now_ns=now_ns, age_by=settings.age_by
+        )
         self.io_threads = choose_io_threads(settings, root.fs_type)
         # One thread processes each listing batch whole, in the thread that listed it; several
         # threads share a batch in chunks, so that one big directory's lstats run in parallel.
@@ -149,6 +173,8 @@ class AsyncPurger:
             max_delete=settings.max_delete,
             keep_young_dirs=settings.keep_young_dirs,
             shard=Shard(settings.shard_index, settings.shard_count),
+            manifest=self.manifest,
+            now_ns=now_ns,
         )
         self.guard: MemoryGuard | None = None
         self._signal: int | None = None
@@ -201,6 +227,8 @@ class AsyncPurger:
             self._remove_signal_handlers(loop)
             self.walker.close_all()
             executor.shutdown(wait=True)
+            if self.manifest is not None:
+                self.manifest.close()
         return self._outcome(time.monotonic() - self._started)
 
     async def _runtime_limit(self) -> None:
@@ -283,6 +311,8 @@ class AsyncPurger:
             extra={
                 "shard_index": self.settings.shard_index,
                 "shard_count": self.settings.shard_count,
+                **merge_breakdowns([c.breakdown for c in self.walker.counters]),
+                **({"manifest_lines": self.manifest.lines} if self.manifest else {}),
             },
         )
         record = final_record(counts, report)
@@ -293,6 +323,11 @@ class AsyncPurger:
             "max_delete": EXIT_MAX_DELETE,
             "max_runtime": EXIT_MAX_RUNTIME,
         }.get(stop_reason or "", EXIT_ENTRY_ERRORS if counts.errors else EXIT_OK)
+        if self.settings.metrics_file or self.settings.pushgateway:
+            published = metrics.publish(record, self.settings, code, self.log)
+            record["metrics_published"] = published
+            if not published and self.settings.fail_on_push_error and code == EXIT_OK:
+                code = EXIT_METRICS
         record["exit_code"] = code
         # The final record is written whatever --log-level says: it is the run's result.
         # logger.handle() applies filters but not the level threshold.

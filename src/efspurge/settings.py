@@ -49,6 +49,13 @@ class Settings:
     # Scale-out: this process handles the files of shard `shard_index` of `shard_count`.
     shard_index: int = 0
     shard_count: int = 1
+    # Observability
+    manifest: str | None = None
+    metrics_file: str | None = None
+    pushgateway: str | None = None
+    push_job: str = "efspurge"
+    push_label: tuple[str, ...] = ()  # extra grouping-key labels, NAME=VALUE
+    fail_on_push_error: bool = False
 
     def as_log_fields(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -116,8 +123,9 @@ def parse_pattern(text: str) -> str:
     return text
 
 
-def split_patterns(text: str) -> tuple[str, ...]:
-    """Patterns from one environment variable: comma-separated (a literal comma is [,])."""
+def split_list(text: str, parse: Callable[[str], Any]) -> tuple[Any, ...]:
+    """Items of one environment variable: comma-separated (a literal comma is [,]), each
+    parsed as the option's single value would be."""
     parts = []
     depth, current = 0, []
     for ch in text:
@@ -131,7 +139,31 @@ def split_patterns(text: str) -> tuple[str, ...]:
         else:
             current.append(ch)
     parts.append("".join(current))
-    return tuple(parse_pattern(p.strip()) for p in parts)
+    return tuple(parse(p.strip()) for p in parts)
+
+
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
+def parse_url(text: str) -> str:
+    url = text.strip()
+    if not re.match(r"https?://[^/\s]+", url):
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    return url
+
+
+def parse_label_value(text: str) -> str:
+    if not text.strip() or "/" in text:
+        raise ValueError(f"expected a non-empty value without '/', got {text!r}")
+    return text.strip()
+
+
+def parse_label_pair(text: str) -> str:
+    name, sep, value = text.partition("=")
+    if not sep or not _LABEL_NAME.match(name.strip()) or name.strip().startswith("__"):
+        raise ValueError(f"expected NAME=VALUE with a Prometheus label name, got {text!r}")
+    parse_label_value(value)
+    return f"{name.strip()}={value.strip()}"
 
 
 def parse_io_threads(text: str) -> int | None:
@@ -200,6 +232,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("keep_young_dirs", parse_bool),
     OptionSpec("shard_index", parse_int, _at_least(0)),
     OptionSpec("shard_count", parse_int, _at_least(1)),
+    OptionSpec("manifest", parse_pattern),
+    OptionSpec("metrics_file", parse_pattern),
+    OptionSpec("pushgateway", parse_url),
+    OptionSpec("push_job", parse_label_value),
+    OptionSpec("push_label", parse_label_pair, multiple=True),
+    OptionSpec("fail_on_push_error", parse_bool),
 )
 # Where Kubernetes Indexed Jobs and AWS Batch array jobs put each worker's index.
 INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
@@ -243,7 +281,7 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
             if not raw.strip():
                 raise SettingsError(f"{spec.env}: is set but empty")
             try:
-                value = split_patterns(raw) if spec.multiple else spec.parse(raw)
+                value = split_list(raw, spec.parse) if spec.multiple else spec.parse(raw)
             except ValueError as exc:
                 raise SettingsError(f"{spec.env}: {exc}") from None
         if value is None or (spec.multiple and not value):

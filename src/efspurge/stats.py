@@ -13,6 +13,65 @@ import sys
 from dataclasses import dataclass, field, fields
 
 MIB = 1024 * 1024
+NS_PER_DAY = 86_400 * 1_000_000_000
+
+# The selected files' age, in days, by the --age-by timestamp: bucket edges and labels, oldest
+# first (the order of bisect on ascending timestamps).
+AGE_EDGES_DAYS = (365, 180, 90, 60, 30)
+AGE_LABELS = (">365d", "180-365d", "90-180d", "60-90d", "30-60d", "<30d")
+TOP_LEVEL_TRACKED = 1000  # distinct top-level names tracked per thread; beyond: "(other)"
+TOP_LEVEL_REPORTED = 20  # the largest ones in the final record
+OTHER = "(other)"
+
+
+class Breakdown:
+    """What was selected for deletion, by top-level directory and by age. One per thread."""
+
+    __slots__ = ("by_age", "by_top")
+
+    def __init__(self) -> None:
+        self.by_top: dict[str, list[int]] = {}
+        self.by_age: list[list[int]] = [[0, 0] for _ in AGE_LABELS]
+
+    def top(self, name: str) -> list[int]:
+        """The [files, bytes] cell of a top-level directory ("." for files in the root)."""
+        cell = self.by_top.get(name)
+        if cell is None:
+            if len(self.by_top) >= TOP_LEVEL_TRACKED:
+                name = OTHER  # bounded memory, whatever the tree
+            cell = self.by_top.setdefault(name, [0, 0])
+        return cell
+
+
+def age_edges(now_ns: int) -> list[int]:
+    """Ascending timestamps for bisect: index i is the bucket AGE_LABELS[i]."""
+    return [now_ns - days * NS_PER_DAY for days in AGE_EDGES_DAYS]
+
+
+def merge_breakdowns(parts: list[Breakdown]) -> dict[str, dict[str, dict[str, int]]]:
+    tops: dict[str, list[int]] = {}
+    ages = [[0, 0] for _ in AGE_LABELS]
+    for part in list(parts):
+        for name, (files, size) in list(part.by_top.items()):
+            cell = tops.setdefault(name, [0, 0])
+            cell[0] += files
+            cell[1] += size
+        for cell, (files, size) in zip(ages, part.by_age, strict=True):
+            cell[0] += files
+            cell[1] += size
+    ranked = sorted(((k, v) for k, v in tops.items() if k != OTHER), key=lambda kv: -kv[1][1])
+    shown = dict(ranked[:TOP_LEVEL_REPORTED])
+    rest = ranked[TOP_LEVEL_REPORTED:] + ([(OTHER, tops[OTHER])] if OTHER in tops else [])
+    if rest:
+        shown[OTHER] = [sum(v[0] for _, v in rest), sum(v[1] for _, v in rest)]
+    return {
+        "by_top_level_dir": {k: {"files": v[0], "bytes": v[1]} for k, v in shown.items()},
+        "by_age": {
+            label: {"files": f, "bytes": b}
+            for label, (f, b) in zip(AGE_LABELS, ages, strict=True)
+            if f
+        },
+    }
 
 
 @dataclass(slots=True)
@@ -35,10 +94,14 @@ class Counters:
     young_dirs_kept: int = 0  # empty directories kept because they were recently modified
     files_other_shards: int = 0  # regular files left to the other shards (--shard-count)
     errors: int = 0
+    breakdown: Breakdown = field(default_factory=Breakdown, compare=False, repr=False)
 
     def add(self, other: Counters) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in COUNT_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+COUNT_FIELDS = tuple(f.name for f in fields(Counters) if f.name != "breakdown")
 
 
 def total(parts: list[Counters]) -> Counters:
@@ -84,7 +147,7 @@ class RunReport:
 def final_record(counts: Counters, report: RunReport) -> dict[str, object]:
     """The ``Purge operation completed`` fields. Every documented key is always present."""
     duration = max(report.duration_seconds, 1e-9)
-    record: dict[str, object] = {f.name: getattr(counts, f.name) for f in fields(counts)}
+    record: dict[str, object] = {name: getattr(counts, name) for name in COUNT_FIELDS}
     record.update(
         duration_seconds=round(report.duration_seconds, 3),
         files_per_second=round(counts.files_scanned / duration, 2),

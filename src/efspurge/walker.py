@@ -29,12 +29,15 @@ import logging
 import os
 import stat
 import threading
+import time
+from bisect import bisect_right
 
-from efspurge import fsops
+from efspurge import fsops, manifest
+from efspurge.manifest import Manifest
 from efspurge.policy import AgePolicy
 from efspurge.selection import Selector
 from efspurge.shard import Shard, child_key
-from efspurge.stats import Counters
+from efspurge.stats import Counters, age_edges
 from efspurge.workqueue import WorkQueue
 
 _NOT_EMPTY = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY})
@@ -60,6 +63,7 @@ class DirNode:
         "own_work",
         "parent",
         "st",
+        "top",
         "unopened",
     )
 
@@ -67,6 +71,8 @@ class DirNode:
         self.name = name
         self.parent = parent
         self.key = key  # running CRC of the relative path, for the shard partition
+        # The top-level directory this one is in, for the report ("." for the root itself).
+        self.top = "." if parent is None else (name if parent.parent is None else parent.top)
         self.fd: int | None = None
         self.st: os.stat_result | None = None
         self.entries = None  # the scandir iterator while the listing is open
@@ -111,6 +117,8 @@ class Walker:
         max_delete: int = 0,
         keep_young_dirs: bool = False,
         shard: Shard | None = None,
+        manifest: Manifest | None = None,
+        now_ns: int | None = None,
         error_log_limit: int = 1000,
     ) -> None:
         self.root_path = root_path
@@ -131,6 +139,8 @@ class Walker:
         self.max_delete = max_delete
         self.keep_young_dirs = keep_young_dirs
         self.shard = shard if shard is not None else Shard()
+        self.manifest = manifest
+        self.age_edges = age_edges(now_ns if now_ns is not None else time.time_ns())
         self._deletes_reserved = 0
         self.stop_reason: str | None = None
 
@@ -452,6 +462,12 @@ class Walker:
         capped = self.max_delete > 0
         kept = False
         scanned = selected = selected_bytes = purged = purged_bytes = 0
+        timestamp = self.policy.timestamp
+        edges = self.age_edges
+        by_age = c.breakdown.by_age
+        manifest_lines: list[str] | None = [] if self.manifest is not None else None
+        rel_dir = self.relpath_of(node) if manifest_lines is not None else ""
+        action = manifest.WOULD_DELETE if dry_run else manifest.DELETE
         try:
             for entry in entries:
                 if self._stop:
@@ -486,9 +502,21 @@ class Walker:
                 if not dry_run:
                     purged += 1
                     purged_bytes += st.st_size
+                ts = timestamp(st)
+                cell = by_age[bisect_right(edges, ts)]
+                cell[0] += 1
+                cell[1] += st.st_size
+                if manifest_lines is not None:
+                    rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                    manifest_lines.append(manifest.file_line(action, rel, st.st_size, ts))
                 if debug:
                     self._debug_deleted(node, entry.name, st)
         finally:
+            top = c.breakdown.top(node.top)
+            top[0] += selected
+            top[1] += selected_bytes
+            if manifest_lines:
+                self.manifest.write(manifest_lines)
             c.files_scanned += scanned
             c.files_to_purge += selected
             c.bytes_to_purge += selected_bytes
@@ -617,6 +645,10 @@ class Walker:
             return KEPT
         if self.dry_run:
             c.empty_dirs_to_delete += 1
+            if self.manifest is not None:
+                self.manifest.write(
+                    [manifest.dir_line(manifest.WOULD_RMDIR, self.relpath_of(node))]
+                )
             if self._debug:
                 self.log.debug(
                     "Would remove empty directory",
@@ -627,6 +659,8 @@ class Walker:
         if outcome == REMOVED:
             c.empty_dirs_to_delete += 1
             c.empty_dirs_deleted += 1
+            if self.manifest is not None:
+                self.manifest.write([manifest.dir_line(manifest.RMDIR, self.relpath_of(node))])
         else:
             with self._tree_lock:
                 self._dirs_reserved -= 1  # the slot was not used: give it back
