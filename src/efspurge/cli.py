@@ -13,6 +13,7 @@ from efspurge import __version__
 from efspurge.jsonlog import setup_logging
 from efspurge.purger import EXIT_FATAL, EXIT_USAGE, AsyncPurger, open_manifest, prepare_root
 from efspurge.settings import OPTIONS, PATH_ENV, Settings, SettingsError, resolve_settings
+from efspurge.terminal import TerminalUI, choose_format
 
 HELP = {
     "max_age_days": "files whose modification time is older than this many days are deleted "
@@ -26,6 +27,8 @@ HELP = {
     "max_empty_dirs_to_delete": "at most this many directories are removed per run "
     "(0 = no limit; default: 500)",
     "log_level": "DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)",
+    "log_format": "json: JSON lines on stdout; text: readable lines, a live progress display "
+    "and a summary; auto: text when stdout is a terminal, else json (default: auto)",
     "progress_interval": "seconds between progress records (0 = none; default: 30)",
     "io_threads": "I/O threads: 'auto' picks 1 on local filesystems and 256 on network ones, "
     "never more than --max-concurrency (default: auto)",
@@ -64,6 +67,7 @@ METAVARS = {
     "task_batch_size": "N",
     "max_empty_dirs_to_delete": "N",
     "log_level": "LEVEL",
+    "log_format": "{auto,json,text}",
     "progress_interval": "SECONDS",
     "io_threads": "N|auto",
     "max_delete": "N",
@@ -150,14 +154,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings: Settings = resolve_settings(vars(args), os.environ)
     except SettingsError as exc:
         return _fail(str(exc))
-    logger = setup_logging(settings.log_level)
+    fmt, live = choose_format(settings.log_format)
+    ui = (
+        TerminalUI(settings.dry_run, live, text_logs=fmt == "text")
+        if (fmt == "text" or live)
+        else None
+    )
+    logger = setup_logging(settings.log_level, handler=ui.log_handler() if fmt == "text" else None)
     try:
         root = prepare_root(settings.path)
         manifest = open_manifest(settings)
     except SettingsError as exc:
         return _fail(str(exc))
     try:
-        outcome = asyncio.run(AsyncPurger(settings, root, logger, manifest).run())
+        outcome = asyncio.run(AsyncPurger(settings, root, logger, manifest, ui).run())
     except Exception as exc:  # a bug or a broken environment: say so in one record
         logger.critical("Purge failed", exc_info=True, extra={"extra_fields": {"error": repr(exc)}})
         return EXIT_FATAL

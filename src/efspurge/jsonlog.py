@@ -28,16 +28,20 @@ class _RecordFormatter(JsonFormatter):
             }
 
 
-def setup_logging(level: str, stream: Any = None) -> logging.Logger:
+def setup_logging(
+    level: str, stream: Any = None, handler: logging.Handler | None = None
+) -> logging.Logger:
+    """JSON lines on ``stream`` (stdout), unless another handler (terminal mode) is given."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
-    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
-    handler.setFormatter(
-        _RecordFormatter(
-            "%(asctime)s %(levelname)s %(message)s %(name)s",
-            rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
+    if handler is None:
+        handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+        handler.setFormatter(
+            _RecordFormatter(
+                "%(asctime)s %(levelname)s %(message)s %(name)s",
+                rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
+            )
         )
-    )
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

@@ -28,6 +28,7 @@ from efspurge.selection import Selector
 from efspurge.settings import Settings, SettingsError
 from efspurge.shard import Shard
 from efspurge.stats import RunReport, final_record, merge_breakdowns, total
+from efspurge.terminal import TerminalUI
 from efspurge.walker import Walker
 from efspurge.workqueue import WorkQueue
 
@@ -138,8 +139,10 @@ class AsyncPurger:
         root: RootInfo,
         logger: logging.Logger,
         manifest: Manifest | None = None,
+        ui: TerminalUI | None = None,
     ) -> None:
         self.settings = settings
+        self.ui = ui
         self.root = root
         self.log = logger
         self.manifest = manifest if manifest is not None else open_manifest(settings)
@@ -215,6 +218,9 @@ class AsyncPurger:
             background.append(asyncio.create_task(self._runtime_limit()))
         if self.settings.progress_interval > 0:
             background.append(asyncio.create_task(self._progress_loop(queue)))
+        if self.ui is not None:
+            self.ui.start()
+            background.append(asyncio.create_task(self._ui_loop()))
         try:
             queue.put(dirs=[self.walker.root])
             if queue.started == 0:
@@ -229,7 +235,12 @@ class AsyncPurger:
             executor.shutdown(wait=True)
             if self.manifest is not None:
                 self.manifest.close()
-        return self._outcome(time.monotonic() - self._started)
+            if self.ui is not None:
+                self.ui.stop()
+        outcome = self._outcome(time.monotonic() - self._started)
+        if self.ui is not None:
+            self.ui.summary(outcome.record)
+        return outcome
 
     async def _runtime_limit(self) -> None:
         await asyncio.sleep(self.settings.max_runtime)
@@ -276,6 +287,29 @@ class AsyncPurger:
             pid=os.getpid(),
         )
         self.log.info("Starting purge operation", extra={"extra_fields": fields})
+
+    def _snapshot(self) -> dict[str, object]:
+        counts = total(self.walker.counters)
+        elapsed = time.monotonic() - self._started
+        return {
+            "files_scanned": counts.files_scanned,
+            "files_to_purge": counts.files_to_purge,
+            "files_purged": counts.files_purged,
+            "bytes_to_purge": counts.bytes_to_purge,
+            "dirs_scanned": counts.dirs_scanned,
+            "empty_dirs_deleted": counts.empty_dirs_deleted,
+            "errors": counts.errors,
+            "bytes_freed": counts.bytes_freed,
+            "elapsed": elapsed,
+            "rate": counts.files_scanned / max(elapsed, 1e-9),
+            "memory_mb": self.guard.rss_mb() if self.guard else 0.0,
+        }
+
+    async def _ui_loop(self) -> None:
+        assert self.ui is not None
+        while True:
+            self.ui.update(self._snapshot())
+            await asyncio.sleep(0.25)
 
     async def _progress_loop(self, queue: WorkQueue) -> None:
         while True:

@@ -35,6 +35,7 @@ class Settings:
     remove_empty_dirs: bool = False
     max_empty_dirs_to_delete: int = 500
     log_level: str = "INFO"
+    log_format: str = "auto"
     progress_interval: float = 30.0
     io_threads: int | None = None  # None: chosen from the filesystem type (see engine docs)
     # Safety rails and selection
@@ -166,6 +167,16 @@ def parse_label_pair(text: str) -> str:
     return f"{name.strip()}={value.strip()}"
 
 
+LOG_FORMATS = ("auto", "json", "text")
+
+
+def parse_log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {text!r}")
+    return value
+
+
 def parse_io_threads(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
@@ -220,6 +231,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("remove_empty_dirs", parse_bool),
     OptionSpec("max_empty_dirs_to_delete", parse_int, _at_least(0)),
     OptionSpec("log_level", parse_log_level),
+    OptionSpec("log_format", parse_log_format),
     OptionSpec("progress_interval", parse_float, _finite_non_negative),
     OptionSpec("io_threads", parse_io_threads, _optional_at_least_one),
     OptionSpec("one_file_system", parse_bool),
