@@ -381,49 +381,19 @@ class Walker:
         """
         parent = node.parent
         if parent is not None:
-            gone = False
-            same_dev = self.root.st.st_dev if self.one_file_system else None
-            try:
-                if (
-                    self.one_file_system
-                    and self.mount_paths
-                    and self.path_of(node) in self.mount_paths
-                ):
-                    raise fsops.OtherFilesystem("a mount point (bind mount)")
-                fd, st = fsops.open_subdir(parent.fd, node.name, same_dev)  # parent held: unopened
-            except fsops.OtherFilesystem as exc:
-                c.mount_points_skipped += 1
-                self.log.info(
-                    "Mount point not entered (another filesystem)",
-                    extra={"extra_fields": {"path": self.path_of(node), "reason": str(exc)}},
-                )
-                fd = None
-            except fsops.DirectoryChanged as exc:
-                c.dirs_skipped_changed += 1
-                self.log.warning(
-                    "Directory changed during the walk, not followed",
-                    extra={"extra_fields": {"path": self.path_of(node), "reason": str(exc)}},
-                )
-                fd = None
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    c.entries_vanished += 1
-                    gone = True
-                else:
-                    self._entry_error(c, node, None, "open directory", exc)
-                fd = None
-            if fd is None:
-                # Not ours to touch: finished at once. A vanished directory no longer keeps its
+            opened = self._open_child(node, c)
+            if not isinstance(opened, tuple):
+                # Not entered: finished at once. A vanished directory no longer keeps its
                 # parent from being empty; anything else does.
-                node.kept = not gone
+                node.kept = opened != GONE
                 with self._tree_lock:
                     parent.unopened -= 1
                     if node.kept:
                         parent.kept = True
                     node.own_work = 0
-                self._release_parent(node, c, removed=gone)
+                self._release_parent(node, c, removed=not node.kept)
                 return False
-            node.fd, node.st = fd, st
+            node.fd, node.st = opened
             with self._tree_lock:
                 self._open_nodes.add(node)
             self._settle(parent, c, unopened=-1)
@@ -436,6 +406,36 @@ class Walker:
             return False
         c.dirs_scanned += 1
         return True
+
+    def _open_child(self, node: DirNode, c: Counters) -> tuple[int, os.stat_result] | str:
+        """Open a listed subdirectory with every check; (fd, stat), or GONE / KEPT."""
+        parent = node.parent
+        assert parent is not None and parent.fd is not None  # held open by `unopened`
+        try:
+            # Paths are built only when needed: on a chain 10,000 deep, building one for every
+            # directory would cost O(depth^2).
+            if self.one_file_system and self.mount_paths and self.path_of(node) in self.mount_paths:
+                raise fsops.OtherFilesystem("a mount point (bind mount)")
+            same_dev = self.root.st.st_dev if self.one_file_system else None
+            return fsops.open_subdir(parent.fd, node.name, same_dev)
+        except fsops.OtherFilesystem as exc:
+            c.mount_points_skipped += 1
+            self.log.info(
+                "Mount point not entered (another filesystem)",
+                extra={"extra_fields": {"path": self.path_of(node), "reason": str(exc)}},
+            )
+        except fsops.DirectoryChanged as exc:
+            c.dirs_skipped_changed += 1
+            self.log.warning(
+                "Directory changed during the walk, not followed",
+                extra={"extra_fields": {"path": self.path_of(node), "reason": str(exc)}},
+            )
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                c.entries_vanished += 1
+                return GONE
+            self._entry_error(c, node, None, "open directory", exc)
+        return KEPT
 
     # --- files ----------------------------------------------------------------------------
 
