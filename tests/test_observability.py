@@ -300,3 +300,31 @@ def test_grouping_key():
         "instance": "a",
         "shard": "1",
     }
+
+
+def test_manifest_mtime_is_the_mtime_whatever_ages_the_file(tmp_path):
+    now = time.time()
+    p = make_file(tmp_path / "root" / "f", old=True)
+    os.utime(p, (now - 400 * 86400, now - 100 * 86400))  # atime 400 days, mtime 100 days ago
+    out = tmp_path / "m.jsonl"
+    run = purge(tmp_path / "root", age_by="atime", manifest=str(out), dry_run=True)
+    (entry,) = manifest_entries(out)
+    assert entry["mtime"].startswith(time.strftime("%Y-%m-%d", time.gmtime(now - 100 * 86400)))
+    assert run.stats["by_age"] == {">365d": {"files": 1, "bytes": 0}}  # aged by atime
+
+
+def test_age_report_counts_every_selected_file_even_when_unlink_fails(tmp_path, monkeypatch):
+    from efspurge import fsops
+
+    make_file(tmp_path / "a", old=True)
+    make_file(tmp_path / "b", old=True)
+
+    def refuse_a(dir_fd, name, dry_run):
+        if name == "a":
+            raise PermissionError(13, "Permission denied")
+        os.unlink(name, dir_fd=dir_fd)
+
+    monkeypatch.setattr(fsops, "unlink_file", refuse_a)
+    run = purge(tmp_path)
+    assert run.stats["files_to_purge"] == 2 and run.stats["files_purged"] == 1
+    assert sum(cell["files"] for cell in run.stats["by_age"].values()) == 2

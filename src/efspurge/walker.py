@@ -492,6 +492,9 @@ class Walker:
                     break
                 selected += 1
                 selected_bytes += st.st_size
+                cell = by_age[bisect_right(edges, timestamp(st))]  # the report: what was selected
+                cell[0] += 1
+                cell[1] += st.st_size
                 try:
                     unlink(fd, entry.name, dry_run)
                 except OSError as exc:
@@ -502,13 +505,11 @@ class Walker:
                 if not dry_run:
                     purged += 1
                     purged_bytes += st.st_size
-                ts = timestamp(st)
-                cell = by_age[bisect_right(edges, ts)]
-                cell[0] += 1
-                cell[1] += st.st_size
                 if manifest_lines is not None:
                     rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                    manifest_lines.append(manifest.file_line(action, rel, st.st_size, ts))
+                    manifest_lines.append(
+                        manifest.file_line(action, rel, st.st_size, st.st_mtime_ns)
+                    )
                 if debug:
                     self._debug_deleted(node, entry.name, st)
         finally:
