@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from efspurge import fsops, metrics, mounts
+from efspurge import fsops, mounts
 from efspurge.manifest import Manifest
 from efspurge.memory import MemoryGuard
 from efspurge.policy import AgePolicy
@@ -358,6 +358,8 @@ class AsyncPurger:
             "max_runtime": EXIT_MAX_RUNTIME,
         }.get(stop_reason or "", EXIT_ENTRY_ERRORS if counts.errors else EXIT_OK)
         if self.settings.metrics_file or self.settings.pushgateway:
+            from efspurge import metrics  # prometheus_client costs ~25 ms to import: only if asked
+
             published = metrics.publish(record, self.settings, code, self.log)
             record["metrics_published"] = published
             if not published and self.settings.fail_on_push_error and code == EXIT_OK:
