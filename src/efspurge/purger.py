@@ -153,10 +153,8 @@ class AsyncPurger:
         self.io_threads = choose_io_threads(settings, root.fs_type)
         # One thread processes each listing batch whole, in the thread that listed it; several
         # threads share a batch in chunks, so that one big directory's lstats run in parallel.
-        single = self.io_threads == 1
-        self.chunk_size = min(
-            settings.task_batch_size, settings.task_batch_size if single else NETWORK_CHUNK_SIZE
-        )
+        batch = settings.task_batch_size
+        self.chunk_size = batch if self.io_threads == 1 else min(batch, NETWORK_CHUNK_SIZE)
         fd_limit = raise_fd_limit()
         self.walker = Walker(
             root_path=root.path,
@@ -289,6 +287,7 @@ class AsyncPurger:
         self.log.info("Starting purge operation", extra={"extra_fields": fields})
 
     def _snapshot(self) -> dict[str, object]:
+        """Counts so far, for the progress record and the live display."""
         counts = total(self.walker.counters)
         elapsed = time.monotonic() - self._started
         return {
@@ -296,13 +295,13 @@ class AsyncPurger:
             "files_to_purge": counts.files_to_purge,
             "files_purged": counts.files_purged,
             "bytes_to_purge": counts.bytes_to_purge,
+            "bytes_freed": counts.bytes_freed,
             "dirs_scanned": counts.dirs_scanned,
             "empty_dirs_deleted": counts.empty_dirs_deleted,
             "errors": counts.errors,
-            "bytes_freed": counts.bytes_freed,
-            "elapsed": elapsed,
-            "rate": counts.files_scanned / max(elapsed, 1e-9),
-            "memory_mb": self.guard.rss_mb() if self.guard else 0.0,
+            "elapsed_seconds": round(elapsed, 1),
+            "files_per_second": round(counts.files_scanned / max(elapsed, 1e-9), 1),
+            "memory_mb": round(self.guard.rss_mb(), 1) if self.guard else 0.0,
         }
 
     async def _ui_loop(self) -> None:
@@ -314,20 +313,7 @@ class AsyncPurger:
     async def _progress_loop(self, queue: WorkQueue) -> None:
         while True:
             await asyncio.sleep(self.settings.progress_interval)
-            counts = total(self.walker.counters)
-            elapsed = time.monotonic() - self._started
-            fields: dict[str, object] = {
-                "files_scanned": counts.files_scanned,
-                "files_to_purge": counts.files_to_purge,
-                "files_purged": counts.files_purged,
-                "dirs_scanned": counts.dirs_scanned,
-                "empty_dirs_deleted": counts.empty_dirs_deleted,
-                "errors": counts.errors,
-                "bytes_freed": counts.bytes_freed,
-                "elapsed_seconds": round(elapsed, 1),
-                "files_per_second": round(counts.files_scanned / max(elapsed, 1e-9), 1),
-                "memory_mb": round(self.guard.rss_mb(), 1) if self.guard else None,
-            }
+            fields = self._snapshot()
             fields.update(asdict(queue.stats()))
             self.log.info("Progress", extra={"extra_fields": fields})
 

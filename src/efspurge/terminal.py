@@ -106,13 +106,13 @@ class TerminalUI:
         table = Table.grid(padding=(0, 2))
         table.add_row(
             "[bold]efspurge[/]" + (" [yellow](dry run)[/]" if self.dry_run else ""),
-            f"elapsed {s.get('elapsed', 0):.0f} s",
+            f"elapsed {s.get('elapsed_seconds', 0):.0f} s",
             f"memory {s.get('memory_mb', 0):.0f} MB",
         )
         table.add_row(
             f"dirs scanned {s.get('dirs_scanned', 0):,}",
             f"files scanned {s.get('files_scanned', 0):,}",
-            f"{s.get('rate', 0):,.0f} files/s",
+            f"{s.get('files_per_second', 0):,.0f} files/s",
         )
         selected = s.get("files_to_purge", 0) if self.dry_run else s.get("files_purged", 0)
         size = s.get("bytes_to_purge", 0) if self.dry_run else s.get("bytes_freed", 0)
