@@ -107,6 +107,9 @@ class Run:
 def purge(root: Path, **overrides) -> Run:
     """Run the engine in-process on a real tree; return the final record and the log lines."""
     overrides.setdefault("progress_interval", 0)
+    # One process unless a test asks for more: faults are injected into this process, and a
+    # child process of a --processes run would not see them. The CLI tests run the default.
+    overrides.setdefault("processes", 1)
     settings = Settings(path=str(root), **overrides)
     info = prepare_root(settings.path)
     stream = io.StringIO()

@@ -11,8 +11,17 @@ from typing import Any, NoReturn
 
 from efspurge import __version__
 from efspurge.jsonlog import setup_logging
+from efspurge.manifest import Manifest
+from efspurge.processes import CHILD_ENV
 from efspurge.purger import EXIT_FATAL, EXIT_USAGE, AsyncPurger, open_manifest, prepare_root
-from efspurge.settings import OPTIONS, PATH_ENV, Settings, SettingsError, resolve_settings
+from efspurge.settings import (
+    OPTIONS,
+    PATH_ENV,
+    Settings,
+    SettingsError,
+    resolve_settings,
+    settings_from_json,
+)
 from efspurge.terminal import TerminalUI, choose_format
 
 HELP = {
@@ -32,6 +41,8 @@ HELP = {
     "progress_interval": "seconds between progress records (0 = none; default: 30)",
     "io_threads": "I/O threads: 'auto' picks 1 on local filesystems and 256 on network ones, "
     "never more than --max-concurrency (default: auto)",
+    "processes": "local processes sharing the run (each a shard): 'auto' picks 2 on a local "
+    "filesystem with 2 or more CPUs, else 1 (default: auto)",
     "one_file_system": "never enter a directory on another filesystem than PATH (mount points "
     "are skipped and counted; default: on)",
     "max_delete": "stop after deleting this many files, with exit code 4; a dry run stops "
@@ -70,6 +81,7 @@ METAVARS = {
     "log_format": "{auto,json,text}",
     "progress_interval": "SECONDS",
     "io_threads": "N|auto",
+    "processes": "N|auto",
     "max_delete": "N",
     "max_runtime": "DURATION",
     "age_by": "{mtime,atime,ctime,newest}",
@@ -148,7 +160,23 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def run_child(settings_json: str) -> int:
+    """A child process of a --processes run: exact settings from the parent, JSON lines out."""
+    settings = settings_from_json(settings_json)
+    logger = setup_logging(settings.log_level)
+    try:
+        root = prepare_root(settings.path)
+        manifest = Manifest(settings.manifest, append=True) if settings.manifest else None
+    except (SettingsError, OSError) as exc:
+        return _fail(str(exc))
+    purger = AsyncPurger(settings, root, logger, manifest, local_child=True)
+    return asyncio.run(purger.run()).exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    child = os.environ.pop(CHILD_ENV, None)
+    if child is not None:
+        return run_child(child)
     args = build_parser().parse_args(argv)
     try:
         settings: Settings = resolve_settings(vars(args), os.environ)

@@ -1,9 +1,9 @@
 """The audit manifest (--manifest FILE): one JSON line per file deleted (or, in a dry run,
 that would be) and per directory removed.
 
-Lines are written by the worker threads, a chunk at a time under a lock, and flushed after
-every chunk, so the file is complete up to the last finished chunk at any moment; the run
-always finishes its chunk on SIGTERM, and the file is fsync'ed when the run ends.
+Lines are written by the worker threads, a chunk at a time in one write() under a lock (no
+user-space buffer), so the file is complete up to the last finished chunk at any moment; the
+run always finishes its chunk on SIGTERM, and the file is fsync'ed when the run ends.
 
 Paths are relative to the root. A path that is not valid UTF-8 (names are bytes on Linux)
 cannot be a JSON string losslessly, so such a line carries ``path_b64`` (the exact bytes,
@@ -17,7 +17,6 @@ import json
 import os
 import threading
 from datetime import UTC, datetime
-from typing import IO
 
 # Actions, the same words in a dry run and a real run but for the "would_" prefix.
 DELETE, WOULD_DELETE, RMDIR, WOULD_RMDIR = "delete", "would_delete", "rmdir", "would_rmdir"
@@ -46,23 +45,26 @@ def dir_line(action: str, relpath: str) -> str:
 
 
 class Manifest:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, append: bool = False) -> None:
         # Opened before the walk starts: a manifest that cannot be written stops the run
-        # before anything is deleted.
-        self._file: IO[str] = open(path, "w", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+        # before anything is deleted. O_APPEND, and one write() per batch: several processes
+        # of one run (--processes) can share the file without tearing each other's lines.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        self._fd = os.open(path, flags if append else flags | os.O_TRUNC, 0o644)
         self._lock = threading.Lock()
         self.lines = 0
 
     def write(self, lines: list[str]) -> None:
         if not lines:
             return
+        data = memoryview("".join(lines).encode("utf-8"))
         with self._lock:
-            self._file.writelines(lines)
-            self._file.flush()
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
             self.lines += len(lines)
 
     def close(self) -> None:
         with self._lock:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            os.fsync(self._fd)
+            os.close(self._fd)

@@ -6,6 +6,7 @@ the tree is touched. Each error names the flag or the variable it came from.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -38,6 +39,7 @@ class Settings:
     log_format: str = "auto"
     progress_interval: float = 30.0
     io_threads: int | None = None  # None: chosen from the filesystem type (see engine docs)
+    processes: int | None = None  # None: chosen from the filesystem type and the CPUs
     # Safety rails and selection
     one_file_system: bool = True
     max_delete: int = 0  # 0: no cap
@@ -234,6 +236,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("log_format", parse_log_format),
     OptionSpec("progress_interval", parse_float, _finite_non_negative),
     OptionSpec("io_threads", parse_io_threads, _optional_at_least_one),
+    OptionSpec("processes", parse_io_threads, _optional_at_least_one),
     OptionSpec("one_file_system", parse_bool),
     OptionSpec("max_delete", parse_int, _at_least(0)),
     OptionSpec("max_runtime", parse_duration, _finite_non_negative),
@@ -275,6 +278,19 @@ def _resolve_shard(chosen: dict[str, Any], environ: Mapping[str, str]) -> None:
     index = chosen.get("shard_index", 0)
     if not 0 <= index < count:
         raise SettingsError(f"--shard-index: must be between 0 and {count - 1}, got {index}")
+
+
+def settings_to_json(settings: Settings) -> str:
+    return json.dumps(settings.as_log_fields())
+
+
+def settings_from_json(text: str) -> Settings:
+    """The exact settings a parent run hands to its child processes (--processes)."""
+    values = json.loads(text)
+    for name, value in values.items():
+        if isinstance(value, list):
+            values[name] = tuple(value)
+    return Settings(**values)
 
 
 def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:

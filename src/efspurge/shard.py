@@ -36,20 +36,26 @@ def shard_of(key: int, count: int) -> int:
 
 
 class Shard:
-    __slots__ = ("count", "index")
+    __slots__ = ("count", "group", "index")
 
-    def __init__(self, index: int = 0, count: int = 1) -> None:
+    def __init__(self, index: int = 0, count: int = 1, group: int = 1) -> None:
         if not 0 <= index < count:
             raise ValueError(f"shard index {index} is not in 0..{count - 1}")
         self.index = index
         self.count = count
+        # With --processes P, shards come in groups of P local processes of one user shard;
+        # files of the same group are not "other shards" from the user's point of view.
+        self.group = group
 
     @property
     def active(self) -> bool:
         return self.count > 1
 
+    def owner(self, dir_key: int, name: str) -> int:
+        return shard_of(child_key(dir_key, name), self.count)
+
     def owns_file(self, dir_key: int, name: str) -> bool:
-        return shard_of(child_key(dir_key, name), self.count) == self.index
+        return self.owner(dir_key, name) == self.index
 
     def owns_dir(self, key: int) -> bool:
         return shard_of(key, self.count) == self.index

@@ -111,6 +111,30 @@ def total(parts: list[Counters]) -> Counters:
     return result
 
 
+def add_record_counts(counts: Counters, record: dict) -> None:
+    """Add the counts of another process's record (progress or final) to ``counts``."""
+    for name in COUNT_FIELDS:
+        value = record.get(name)
+        if isinstance(value, int):
+            setattr(counts, name, getattr(counts, name) + value)
+
+
+def merge_report_records(mine: dict, other: dict) -> dict:
+    """The report of two processes together. Another process's top-level list is already cut
+    to its largest entries, so a merged ``(other)`` is approximate; totals are exact."""
+    parts = []
+    for source in (mine, other):
+        part = Breakdown()
+        for name, cell in source.get("by_top_level_dir", {}).items():
+            part.by_top[name] = [cell["files"], cell["bytes"]]
+        for i, label in enumerate(AGE_LABELS):
+            cell = source.get("by_age", {}).get(label)
+            if cell:
+                part.by_age[i] = [cell["files"], cell["bytes"]]
+        parts.append(part)
+    return merge_breakdowns(parts)
+
+
 def peak_rss_mb() -> float:
     """The process's true peak resident set size.
 

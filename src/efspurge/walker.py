@@ -119,6 +119,7 @@ class Walker:
         shard: Shard | None = None,
         manifest: Manifest | None = None,
         now_ns: int | None = None,
+        listing_events: bool = True,
         error_log_limit: int = 1000,
     ) -> None:
         self.root_path = root_path
@@ -140,6 +141,11 @@ class Walker:
         self.keep_young_dirs = keep_young_dirs
         self.shard = shard if shard is not None else Shard()
         self.manifest = manifest
+        # In a --processes run every process lists every directory; only process 0 counts and
+        # logs what the listing finds (directories, symlinks, exclusions, directory errors).
+        # The others count those into a sink that is never reported.
+        self.listing_events = listing_events
+        self._muted = Counters()
         self.age_edges = age_edges(now_ns if now_ns is not None else time.time_ns())
         self._deletes_reserved = 0
         self.stop_reason: str | None = None
@@ -246,6 +252,8 @@ class Walker:
     def _entry_error(
         self, c: Counters, node: DirNode, name: str | None, op: str, exc: OSError
     ) -> None:
+        if c is self._muted:
+            return
         c.errors += 1
         with self._tree_lock:
             self._error_logs_left -= 1
@@ -272,14 +280,15 @@ class Walker:
 
     def _list_step(self, node: DirNode, grant: int, c: Counters) -> int:
         """List at most ``grant`` entries of ``node``. Returns the budget to give back."""
-        if node.entries is None and not self._start_listing(node, c):
+        lc = c if self.listing_events else self._muted  # where listing events are counted
+        if node.entries is None and not self._start_listing(node, c, lc):
             return grant
 
         kept = False
         try:
             entries = fsops.read_entries(node.entries, grant)
         except OSError as exc:
-            self._entry_error(c, node, None, "list directory", exc)
+            self._entry_error(lc, node, None, "list directory", exc)
             entries, kept = [], True
             exhausted = True
         else:
@@ -288,14 +297,16 @@ class Walker:
         files, dirs, others = fsops.sort_entries(entries)
         selector = self.selector
         if selector.filters_files or selector.filters_dirs:
-            files, dirs, excluded = self._select(node, files, dirs, c)
+            files, dirs, excluded = self._select(node, files, dirs, lc)
             kept = kept or excluded
         shard = self.shard
         if shard.active:
             # Other shards' files are neither stat'ed nor counted, and do not keep the
             # directory: their owner deletes them, and rmdir tells whether they are gone.
-            mine = [e for e in files if shard.owns_file(node.key, e.name)]
-            c.files_other_shards += len(files) - len(mine)
+            owners = [shard.owner(node.key, e.name) for e in files]
+            mine = [e for e, owner in zip(files, owners, strict=True) if owner == shard.index]
+            group = shard.index // shard.group
+            lc.files_other_shards += sum(1 for owner in owners if owner // shard.group != group)
             files = mine
             subdirs = [DirNode(e.name, node, child_key(node.key, e.name)) for e in dirs]
         else:
@@ -303,15 +314,15 @@ class Walker:
         for entry, kind in others:
             if isinstance(kind, OSError):
                 if kind.errno == errno.ENOENT:
-                    c.entries_vanished += 1
+                    lc.entries_vanished += 1
                     continue
-                self._entry_error(c, node, entry.name, "lstat", kind)
+                self._entry_error(lc, node, entry.name, "lstat", kind)
             elif kind == fsops.SYMLINK:
-                c.symlinks_skipped += 1
+                lc.symlinks_skipped += 1
             else:
-                c.special_files_skipped += 1
+                lc.special_files_skipped += 1
             kept = True
-            if self._debug:
+            if self._debug and self.listing_events:
                 self._debug_kept(node, entry.name, "symlink or special file, never followed")
 
         if exhausted:
@@ -367,21 +378,21 @@ class Walker:
         if selector.filters_dirs:
             chosen_dirs = [e for e in dirs if not selector.dir_excluded(e.name, rel(e.name))]
             c.dirs_excluded += len(dirs) - len(chosen_dirs)
-        if self._debug:
+        if self._debug and self.listing_events:
             for entry in files + dirs:
                 if entry not in chosen_files and entry not in chosen_dirs:
                     self._debug_kept(node, entry.name, "excluded by a pattern")
         excluded = len(chosen_files) < len(files) or len(chosen_dirs) < len(dirs)
         return chosen_files, chosen_dirs, excluded
 
-    def _start_listing(self, node: DirNode, c: Counters) -> bool:
+    def _start_listing(self, node: DirNode, c: Counters, lc: Counters) -> bool:
         """Open a directory (the root is open already) and start its listing.
 
         Returns False when there is nothing to list: the node is then already settled.
         """
         parent = node.parent
         if parent is not None:
-            opened = self._open_child(node, c)
+            opened = self._open_child(node, lc)
             if not isinstance(opened, tuple):
                 # Not entered: finished at once. A vanished directory no longer keeps its
                 # parent from being empty; anything else does.
@@ -400,11 +411,11 @@ class Walker:
         try:
             node.entries = fsops.scan(node.fd)
         except OSError as exc:
-            self._entry_error(c, node, None, "list directory", exc)
+            self._entry_error(lc, node, None, "list directory", exc)
             node.kept = True
             self._settle(node, c, own=-1)
             return False
-        c.dirs_scanned += 1
+        lc.dirs_scanned += 1
         return True
 
     def _open_child(self, node: DirNode, c: Counters) -> tuple[int, os.stat_result] | str:
@@ -420,16 +431,18 @@ class Walker:
             return fsops.open_subdir(parent.fd, node.name, same_dev)
         except fsops.OtherFilesystem as exc:
             c.mount_points_skipped += 1
-            self.log.info(
-                "Mount point not entered (another filesystem)",
-                extra={"extra_fields": {"path": self.path_of(node), "reason": str(exc)}},
-            )
+            if c is not self._muted:
+                self.log.info(
+                    "Mount point not entered (another filesystem)",
+                    extra={"extra_fields": {"path": self.path_of(node), "reason": str(exc)}},
+                )
         except fsops.DirectoryChanged as exc:
             c.dirs_skipped_changed += 1
-            self.log.warning(
-                "Directory changed during the walk, not followed",
-                extra={"extra_fields": {"path": self.path_of(node), "reason": str(exc)}},
-            )
+            if c is not self._muted:
+                self.log.warning(
+                    "Directory changed during the walk, not followed",
+                    extra={"extra_fields": {"path": self.path_of(node), "reason": str(exc)}},
+                )
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 c.entries_vanished += 1
@@ -632,8 +645,9 @@ class Walker:
         if self.keep_young_dirs and node.st is not None and not self.policy.is_expired(node.st):
             # Its own timestamp, read before this run touched it, is newer than the cutoff:
             # an application probably created it for use. Keep it.
-            c.young_dirs_kept += 1
-            if self._debug:
+            if self.listing_events:  # every process decides alike: count it once
+                c.young_dirs_kept += 1
+            if self._debug and self.listing_events:
                 self._debug_kept(
                     node.parent, node.name, "young directory: " + self.policy.why_kept(node.st)
                 )
