@@ -11,16 +11,22 @@ from typing import Any, NoReturn
 
 from efspurge import __version__
 from efspurge.jsonlog import setup_logging
-from efspurge.manifest import Manifest
-from efspurge.processes import CHILD_ENV
-from efspurge.purger import EXIT_FATAL, EXIT_USAGE, AsyncPurger, open_manifest, prepare_root
+from efspurge.processes import fork_children
+from efspurge.purger import (
+    EXIT_FATAL,
+    EXIT_USAGE,
+    AsyncPurger,
+    RootInfo,
+    choose_processes,
+    open_manifest,
+    prepare_root,
+)
 from efspurge.settings import (
     OPTIONS,
     PATH_ENV,
     Settings,
     SettingsError,
     resolve_settings,
-    settings_from_json,
 )
 from efspurge.terminal import TerminalUI, choose_format
 
@@ -160,23 +166,21 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def run_child(settings_json: str) -> int:
-    """A child process of a --processes run: exact settings from the parent, JSON lines out."""
-    settings = settings_from_json(settings_json)
+def _run_forked_child(settings: Settings, parent_root: RootInfo, manifest) -> int:
+    """Process p of a --processes run, just forked: its own root descriptor, JSON lines out."""
+    # A descriptor shared with the parent would share its directory offset: reopen, and
+    # check that it is still the very root the parent checked.
+    os.close(parent_root.fd)
     logger = setup_logging(settings.log_level)
-    try:
-        root = prepare_root(settings.path)
-        manifest = Manifest(settings.manifest, append=True) if settings.manifest else None
-    except (SettingsError, OSError) as exc:
-        return _fail(str(exc))
+    root = prepare_root(parent_root.path)
+    if not os.path.samestat(root.st, parent_root.st):
+        logger.critical("The root changed while starting", extra={"extra_fields": {}})
+        return EXIT_FATAL
     purger = AsyncPurger(settings, root, logger, manifest, local_child=True)
     return asyncio.run(purger.run()).exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    child = os.environ.pop(CHILD_ENV, None)
-    if child is not None:
-        return run_child(child)
     args = build_parser().parse_args(argv)
     try:
         settings: Settings = resolve_settings(vars(args), os.environ)
@@ -194,8 +198,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = open_manifest(settings)
     except SettingsError as exc:
         return _fail(str(exc))
+    children = None
+    count = choose_processes(settings, root.fs_type)
+    if count > 1:
+        progress = settings.progress_interval > 0 or ui is not None
+        children = fork_children(
+            settings, count, progress, lambda s: _run_forked_child(s, root, manifest)
+        )
     try:
-        outcome = asyncio.run(AsyncPurger(settings, root, logger, manifest, ui).run())
+        purger = AsyncPurger(settings, root, logger, manifest, ui, children=children)
+        outcome = asyncio.run(purger.run())
     except Exception as exc:  # a bug or a broken environment: say so in one record
         logger.critical("Purge failed", exc_info=True, extra={"extra_fields": {"error": repr(exc)}})
         return EXIT_FATAL

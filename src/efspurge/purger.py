@@ -167,6 +167,7 @@ class AsyncPurger:
         manifest: Manifest | None = None,
         ui: TerminalUI | None = None,
         local_child: bool = False,
+        children: ChildProcesses | None = None,
     ) -> None:
         self.settings = settings
         self.ui = ui
@@ -178,10 +179,11 @@ class AsyncPurger:
             settings.max_age_days, now_ns=now_ns, age_by=settings.age_by
         )
         self.io_threads = choose_io_threads(settings, root.fs_type)
-        self.processes = choose_processes(settings, root.fs_type)
-        # This process walks shard 0 of the local processes, with its share of the caps.
+        # With --processes, the children are already forked and this process walks shard 0,
+        # with its share of the caps.
+        self.children = children
+        self.processes = children.count if children is not None else 1
         own = process_settings(settings, 0, self.processes) if self.processes > 1 else settings
-        self.children: ChildProcesses | None = None
         # One thread processes each listing batch whole, in the thread that listed it; several
         # threads share a batch in chunks, so that one big directory's lstats run in parallel.
         batch = settings.task_batch_size
@@ -255,10 +257,8 @@ class AsyncPurger:
             queue.put(dirs=[self.walker.root])
             if queue.started == 0:
                 raise RuntimeError("could not start any I/O thread")
-            if self.processes > 1:
-                progress = self.settings.progress_interval > 0 or self.ui is not None
-                self.children = ChildProcesses(self.settings, self.processes, self.log, progress)
-                await self.children.start()
+            if self.children is not None:
+                await self.children.attach(self.log)
             await all_exited.wait()
             if self.children is not None:
                 await self.children.wait()

@@ -6,7 +6,6 @@ the tree is touched. Each error names the flag or the variable it came from.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -278,19 +277,6 @@ def _resolve_shard(chosen: dict[str, Any], environ: Mapping[str, str]) -> None:
     index = chosen.get("shard_index", 0)
     if not 0 <= index < count:
         raise SettingsError(f"--shard-index: must be between 0 and {count - 1}, got {index}")
-
-
-def settings_to_json(settings: Settings) -> str:
-    return json.dumps(settings.as_log_fields())
-
-
-def settings_from_json(text: str) -> Settings:
-    """The exact settings a parent run hands to its child processes (--processes)."""
-    values = json.loads(text)
-    for name, value in values.items():
-        if isinstance(value, list):
-            values[name] = tuple(value)
-    return Settings(**values)
 
 
 def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
