@@ -246,8 +246,10 @@ class AsyncPurger:
         self._install_signal_handlers(loop)
         self._started = time.monotonic()
         background = [asyncio.create_task(self.guard.run())]
+        runtime_limit = None
         if self.settings.max_runtime > 0:
-            background.append(asyncio.create_task(self._runtime_limit()))
+            runtime_limit = asyncio.create_task(self._runtime_limit())
+            background.append(runtime_limit)
         if self.settings.progress_interval > 0:
             background.append(asyncio.create_task(self._progress_loop(queue)))
         if self.ui is not None:
@@ -260,6 +262,9 @@ class AsyncPurger:
             if self.children is not None:
                 await self.children.attach(self.log)
             await all_exited.wait()
+            if runtime_limit is not None:
+                # This walk is over; a child that runs on keeps its own time budget.
+                runtime_limit.cancel()
             if self.children is not None:
                 await self.children.wait()
         finally:
