@@ -134,6 +134,29 @@ def run_cli(
     )
 
 
+def act_mid_run(args: list[str], act) -> tuple[int, str]:
+    """Run efspurge slowly (batches of one entry, progress every 50 ms) and call act(proc)
+    when the first progress record appears: the run is then under way, so whatever act does
+    lands mid-run without any sleep. Returns the exit code and everything printed on stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EFSPURGE_")}
+    proc = subprocess.Popen(
+        [EFSPURGE, *args, "--task-batch-size", "1", "--progress-interval", "0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if json.loads(line)["message"] == "Progress":
+            act(proc)
+            break
+    rest, _ = proc.communicate(timeout=60)
+    return proc.returncode, "".join(lines) + rest
+
+
 def records(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 
 import pytest
-from conftest import EFSPURGE, age_dirs, final, make_file, records, run_cli, snapshot
+from conftest import act_mid_run, age_dirs, final, make_file, records, run_cli, snapshot
 
 from efspurge import __version__
 
@@ -216,27 +215,9 @@ def test_signal_mid_run_stops_cleanly_with_final_record(tmp_path, signum, code):
     root = tmp_path / "root"
     _slow_tree(root)
     young = {p for p in snapshot(root) if p.startswith("file:") and int(p.rsplit("f", 1)[1]) % 2}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EFSPURGE_")}
-    # Batches of one entry make the run slow enough to interrupt; the first progress
-    # record says the run is under way, so the signal lands mid-run without any sleep.
-    proc = subprocess.Popen(
-        [EFSPURGE, str(root), "--task-batch-size", "1", "--progress-interval", "0.05"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if json.loads(line)["message"] == "Progress":
-            proc.send_signal(signum)
-            break
-    rest, _ = proc.communicate(timeout=60)
-    lines.extend(rest.splitlines(keepends=True))
-    assert proc.returncode == code
-    stats = final("".join(lines))
+    returncode, out = act_mid_run([str(root)], lambda proc: proc.send_signal(signum))
+    assert returncode == code
+    stats = final(out)
     assert stats["interrupted"] is True
     assert stats["stop_reason"] == signal.Signals(signum).name
     remaining = snapshot(root)

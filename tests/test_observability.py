@@ -15,7 +15,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import EFSPURGE, OLD, age_dirs, final, make_file, purge, run_cli, snapshot
+from conftest import (
+    OLD,
+    act_mid_run,
+    age_dirs,
+    final,
+    make_file,
+    purge,
+    run_cli,
+    snapshot,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from efspurge.settings import Settings
@@ -95,21 +104,11 @@ def test_manifest_is_complete_after_sigterm(tmp_path):
             make_file(root / f"d{d}" / f"f{i}", old=i % 2 == 0)
     before = snapshot(root)
     out = tmp_path / "manifest.jsonl"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EFSPURGE_")}
-    proc = subprocess.Popen(
-        [EFSPURGE, str(root), "--task-batch-size", "1", "--progress-interval", "0.05",
-         "--manifest", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if json.loads(line)["message"] == "Progress":
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 143
-    stats = final("".join(lines) + rest)
+    returncode, printed = act_mid_run(
+        [str(root), "--manifest", str(out)], lambda proc: proc.send_signal(signal.SIGTERM)
+    )
+    assert returncode == 143
+    stats = final(printed)
     gone = {e[5:] for e in before - snapshot(root) if e.startswith("file:")}
     assert 0 < len(gone) < 10_000
     assert manifest_paths(manifest_entries(out), {"delete"}) == gone

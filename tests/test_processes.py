@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import subprocess
 
 import psutil
 import pytest
-from conftest import EFSPURGE, age_dirs, final, make_file, purge, run_cli, snapshot
+from conftest import act_mid_run, age_dirs, final, make_file, purge, run_cli, snapshot
 
 from efspurge.processes import share
 from efspurge.purger import choose_processes
@@ -97,47 +95,32 @@ def test_a_child_that_dies_fails_the_run_and_leaves_no_orphan(tmp_path):
     for d in range(20):
         for i in range(1000):
             make_file(tmp_path / f"d{d}" / f"f{i}", old=i % 2 == 0)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EFSPURGE_")}
-    proc = subprocess.Popen(
-        [EFSPURGE, str(tmp_path), "--processes", "2", "--task-batch-size", "1",
-         "--progress-interval", "0.05"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if json.loads(line)["message"] == "Progress":
-            (child,) = psutil.Process(proc.pid).children()
-            child.send_signal(signal.SIGKILL)
-            break
-    rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 3
-    stats = final("".join(lines) + rest)
+
+    def kill_the_child(proc):
+        (child,) = psutil.Process(proc.pid).children()
+        child.send_signal(signal.SIGKILL)
+
+    returncode, out = act_mid_run([str(tmp_path), "--processes", "2"], kill_the_child)
+    assert returncode == 3
+    stats = final(out)
     assert stats["stop_reason"] == "child process failed"
-    assert any('"A child process failed"' in line for line in (lines + rest.splitlines()))
+    assert '"A child process failed"' in out
 
 
 def test_sigterm_reaches_every_process(tmp_path):
     for d in range(20):
         for i in range(1000):
             make_file(tmp_path / f"d{d}" / f"f{i}", old=i % 2 == 0)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EFSPURGE_")}
-    proc = subprocess.Popen(
-        [EFSPURGE, str(tmp_path), "--processes", "3", "--task-batch-size", "1",
-         "--progress-interval", "0.05"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if json.loads(line)["message"] == "Progress":
-            children = psutil.Process(proc.pid).children()
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 143
+    children = []
+
+    def terminate(proc):
+        children.extend(psutil.Process(proc.pid).children())
+        proc.send_signal(signal.SIGTERM)
+
+    returncode, out = act_mid_run([str(tmp_path), "--processes", "3"], terminate)
+    assert returncode == 143
     assert len(children) == 2 and not any(c.is_running() for c in children)
-    stats = final("".join(lines) + rest)
+    stats = final(out)
     assert stats["interrupted"] is True and stats["stop_reason"] == "SIGTERM"
     left = sum(1 for e in snapshot(tmp_path) if e.startswith("file:"))
     assert stats["files_purged"] == 20_000 - left
