@@ -143,5 +143,18 @@ def test_choice_of_process_count(monkeypatch):
     assert choose_processes(Settings(path="/x"), "nfs4") == 1
     assert choose_processes(Settings(path="/x", processes=4), "nfs4") == 4
     assert choose_processes(Settings(path="/x", max_delete=1), "ext4") == 1
+    assert choose_processes(Settings(path="/x", max_concurrency=1), "ext4") == 1
     monkeypatch.setattr(purger_mod, "available_cpus", lambda: 1)
     assert choose_processes(Settings(path="/x"), "ext4") == 1
+
+
+def test_concurrency_ceiling_is_for_the_whole_run():
+    from efspurge.processes import process_settings
+    from efspurge.purger import choose_io_threads
+
+    settings = Settings(path="/x", max_concurrency=301, io_threads=None)
+    parts = [process_settings(settings, i, 3) for i in range(3)]
+    assert sum(p.max_concurrency for p in parts) == 301
+    assert sum(choose_io_threads(p, "nfs4") for p in parts) <= 301
+    explicit = [process_settings(Settings(path="/x", io_threads=10), i, 4) for i in range(4)]
+    assert sum(p.io_threads for p in explicit) == 10

@@ -121,7 +121,7 @@ def choose_processes(settings: Settings, fs_type: str | None) -> int:
     else:
         wanted = 1  # a network filesystem waits on round trips: threads cover that
     # Each process needs a share of at least 1 of every cap in force (0 means no cap).
-    for cap in (settings.max_delete, settings.max_empty_dirs_to_delete):
+    for cap in (settings.max_delete, settings.max_empty_dirs_to_delete, settings.max_concurrency):
         if cap:
             wanted = min(wanted, cap)
     return max(1, wanted)
