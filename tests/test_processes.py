@@ -155,6 +155,7 @@ def test_concurrency_ceiling_is_for_the_whole_run():
     settings = Settings(path="/x", max_concurrency=301, io_threads=None)
     parts = [process_settings(settings, i, 3) for i in range(3)]
     assert sum(p.max_concurrency for p in parts) == 301
+    assert sum(p.memory_limit_mb for p in parts) == settings.memory_limit_mb
     assert sum(choose_io_threads(p, "nfs4") for p in parts) <= 301
     explicit = [process_settings(Settings(path="/x", io_threads=10), i, 4) for i in range(4)]
     assert sum(p.io_threads for p in explicit) == 10

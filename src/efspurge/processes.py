@@ -6,8 +6,9 @@ processes: the parent walks shard 0 itself and starts N-1 children for the other
 child is a complete efspurge run with the same settings, except:
 
 * its shard (with --shard-count S --shard-index I, process p handles shard I*N+p of S*N);
-* its share of --max-delete, --max-empty-dirs-to-delete and --max-concurrency (and of an
-  explicit --io-threads), split exactly, so the run's total never exceeds what was asked;
+* its share of --max-delete, --max-empty-dirs-to-delete, --max-concurrency, --memory-limit-mb
+  (and of an explicit --io-threads), split exactly, so the run's total stays within what was
+  asked;
 * JSON lines on its stdout, read by the parent: warnings are logged again with the child's
   number, progress is added to the parent's, the final record is merged into the parent's;
 * no metrics (the parent publishes for the whole run) and the manifest opened in append mode.
@@ -68,8 +69,10 @@ def process_settings(settings: Settings, index: int, count: int) -> Settings:
         shard_count=settings.shard_count * count,
         max_delete=share(settings.max_delete, index, count),
         max_empty_dirs_to_delete=share(settings.max_empty_dirs_to_delete, index, count),
-        # The ceiling on operations in flight is for the whole run, not for each process.
+        # The ceilings on operations in flight and on memory are for the whole run (a pod's
+        # limit is sized against them), not for each process.
         max_concurrency=max(1, share(settings.max_concurrency, index, count)),
+        memory_limit_mb=max(1, share(settings.memory_limit_mb, index, count)),
         io_threads=None
         if settings.io_threads is None
         else max(1, share(settings.io_threads, index, count)),
