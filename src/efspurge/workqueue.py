@@ -97,6 +97,10 @@ class WorkQueue:
         # so the same item never wakes a second thread (a woken thread that finds nothing
         # costs a context switch and a GIL hand-off, and hundreds of them cost seconds).
         need = self._ready() - self._notified - self._starting
+        if need <= 0 and self._alive == 0 and (self._dirs or self._chunks):
+            # Everything queued is paused and no worker exists to let it through (see get()):
+            # start one, or the run would wait forever.
+            need = 1
         if need <= 0:
             return
         wake = min(need, self._idle - self._notified)
