@@ -151,8 +151,8 @@ def test_empty_dir_limit_is_exact_cascades_included(tmp_path, mode):
     for entry in remaining_dirs:
         parent = os.path.dirname(entry.split(":", 1)[1])
         assert not parent or f"dir:{parent}" in remaining_dirs
-    # The next run continues where this one stopped.
-    age_dirs(tmp_path)
+    # The next run continues where this one stopped, although this run removed entries from
+    # the remaining directories: their own timestamps were restored, so they are not "young".
     purge(tmp_path, remove_empty_dirs=True, max_empty_dirs_to_delete=0, **mode)
     assert snapshot(tmp_path) == set()
 
@@ -285,7 +285,6 @@ def test_rerun_is_idempotent(tmp_path, mode):
     age_dirs(tmp_path)
     purge(tmp_path, remove_empty_dirs=True, **mode)
     after_first = snapshot(tmp_path)
-    age_dirs(tmp_path)
     second = purge(tmp_path, remove_empty_dirs=True, **mode)
     assert snapshot(tmp_path) == after_first
     assert second.stats["files_purged"] == 0 and second.stats["empty_dirs_deleted"] == 0
@@ -297,3 +296,16 @@ def test_no_descriptor_leak(tmp_path, mode):
     age_dirs(tmp_path)
     purge(tmp_path, remove_empty_dirs=True, **mode)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_directory_timestamps_are_restored_after_deleting_inside(tmp_path, mode):
+    make_file(tmp_path / "d" / "old", old=True)
+    make_file(tmp_path / "d" / "new", old=False)
+    (tmp_path / "d" / "gone").mkdir()
+    age_dirs(tmp_path)
+    before = os.stat(tmp_path / "d")
+    run = purge(tmp_path, remove_empty_dirs=True, **mode)
+    assert run.stats["files_purged"] == 1 and run.stats["empty_dirs_deleted"] == 1
+    after = os.stat(tmp_path / "d")
+    assert after.st_mtime_ns == before.st_mtime_ns
+    assert after.st_atime_ns == before.st_atime_ns

@@ -61,15 +61,16 @@ def model(tree: dict, prefix: str, remove_empty: bool) -> tuple[set[str], bool]:
     return remains, not remains
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     tree=tree_strategy,
     remove_empty=st.booleans(),
     dry_run=st.booleans(),
     threads=st.sampled_from([1, 4]),
     batch=st.sampled_from([1, 2, 5000]),
+    shards=st.sampled_from([1, 3]),
 )
-def test_result_matches_the_model(tree, remove_empty, dry_run, threads, batch):
+def test_result_matches_the_model(tree, remove_empty, dry_run, threads, batch, shards):
     if not isinstance(tree, dict) or any(not isinstance(v, tuple) for v in tree.values()):
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,14 +82,25 @@ def test_result_matches_the_model(tree, remove_empty, dry_run, threads, batch):
         root.mkdir()
         build(root, tree, outside)
         before = snapshot(root)
-        run = purge(
-            root,
-            remove_empty_dirs=remove_empty,
-            max_empty_dirs_to_delete=0,
-            dry_run=dry_run,
-            io_threads=threads,
-            task_batch_size=batch,
-        )
+        # With shards, every shard runs in turn over the same tree (as N workers would); the
+        # counts of all shards together must match one run.
+        runs = [
+            purge(
+                root,
+                remove_empty_dirs=remove_empty,
+                max_empty_dirs_to_delete=0,
+                dry_run=dry_run,
+                io_threads=threads,
+                task_batch_size=batch,
+                shard_index=index,
+                shard_count=shards,
+            )
+            for index in range(shards)
+        ]
+        stats = {
+            key: sum(r.stats[key] for r in runs)
+            for key in ("files_to_purge", "empty_dirs_to_delete", "errors")
+        }
         expected, _ = model(tree, "", remove_empty)
         assert snapshot(outside) == {"file:f"}
         if dry_run:
@@ -97,6 +109,6 @@ def test_result_matches_the_model(tree, remove_empty, dry_run, threads, batch):
             assert snapshot(root) == expected
         removed_files = {e for e in before - expected if e.startswith("file:")}
         removed_dirs = {e for e in before - expected if e.startswith("dir:")}
-        assert run.stats["files_to_purge"] == len(removed_files)
-        assert run.stats["empty_dirs_to_delete"] == len(removed_dirs)
-        assert run.stats["errors"] == 0
+        assert stats["files_to_purge"] == len(removed_files)
+        assert stats["empty_dirs_to_delete"] == len(removed_dirs)
+        assert stats["errors"] == 0

@@ -145,6 +145,13 @@ def lstat_entry(entry: os.DirEntry[str]) -> os.stat_result:
     return entry.stat(follow_symlinks=False)
 
 
+def restore_times(dir_fd: int, st: os.stat_result) -> None:
+    """Put a directory's access and modification times back to what they were before this
+    run removed entries in it (as systemd-tmpfiles does), so that the purge itself does not
+    make the directory look recently used to the young-directory rule of later runs."""
+    os.utime(dir_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def unlink_file(dir_fd: int, name: str, dry_run: bool) -> None:
     """THE file deletion checkpoint. A dry run returns here, having decided everything."""
     if dry_run:

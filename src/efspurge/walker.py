@@ -307,6 +307,11 @@ class Walker:
             mine = [e for e, owner in zip(files, owners, strict=True) if owner == shard.index]
             group = shard.index // shard.group
             lc.files_other_shards += sum(1 for owner in owners if owner // shard.group != group)
+            if self.dry_run and self.remove_empty_dirs and len(mine) < len(files):
+                # A real run lets rmdir tell whether the other shards emptied a directory; a
+                # dry run has no such arbiter, so it looks at their files itself.
+                theirs = [e for e, owner in zip(files, owners, strict=True) if owner != shard.index]
+                kept = kept or self._any_stays(theirs)
             files = mine
             subdirs = [DirNode(e.name, node, child_key(node.key, e.name)) for e in dirs]
         else:
@@ -354,6 +359,19 @@ class Walker:
         if exhausted:
             self._settle(node, c, own=-1)
         return inline
+
+    def _any_stays(self, entries: list[os.DirEntry[str]]) -> bool:
+        """Would any of these files (another shard's) survive a real run? Dry runs only."""
+        for entry in entries:
+            try:
+                st = fsops.lstat_entry(entry)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue
+                return True
+            if not stat.S_ISREG(st.st_mode) or not self.policy.is_expired(st):
+                return True
+        return False
 
     def _select(
         self,
@@ -526,6 +544,8 @@ class Walker:
                 if debug:
                     self._debug_deleted(node, entry.name, st)
         finally:
+            if purged:
+                self._restore_times(node, fd)
             top = c.breakdown.top(node.top)
             top[0] += selected
             top[1] += selected_bytes
@@ -537,6 +557,16 @@ class Walker:
             c.files_purged += purged
             c.bytes_freed += purged_bytes
         return kept
+
+    def _restore_times(self, node: DirNode, fd: int | None) -> None:
+        """After removing entries from a directory, give it back its own timestamps."""
+        if node.st is None or fd is None:
+            return
+        try:
+            fsops.restore_times(fd, node.st)
+        except OSError as exc:  # not the owner (EPERM), read-only, vanished: the times stay
+            if self._debug:
+                self._debug_kept(node, None, f"timestamps not restored: {exc.strerror}")
 
     def _reserve_delete(self) -> bool:
         """Take one of the --max-delete slots before an unlink (dry run alike); when none is
@@ -572,7 +602,7 @@ class Walker:
             },
         )
 
-    def _debug_kept(self, node: DirNode, name: str, reason: str) -> None:
+    def _debug_kept(self, node: DirNode, name: str | None, reason: str) -> None:
         self.log.debug(
             "Kept", extra={"extra_fields": {"path": self.path_of(node, name), "reason": reason}}
         )
@@ -697,6 +727,7 @@ class Walker:
             return KEPT
         try:
             fsops.remove_dir(parent_fd, node.name, dry_run=False)
+            self._restore_times(parent, parent_fd)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 c.entries_vanished += 1  # someone else removed it: the parent may be empty
