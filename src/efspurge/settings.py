@@ -125,6 +125,12 @@ def parse_pattern(text: str) -> str:
     return text
 
 
+def parse_file_path(text: str) -> str:
+    if not text.strip():
+        raise ValueError("a file path must not be empty")
+    return text
+
+
 def split_list(text: str, parse: Callable[[str], Any]) -> tuple[Any, ...]:
     """Items of one environment variable: comma-separated (a literal comma is [,]), each
     parsed as the option's single value would be."""
@@ -246,8 +252,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("keep_young_dirs", parse_bool),
     OptionSpec("shard_index", parse_int, _at_least(0)),
     OptionSpec("shard_count", parse_int, _at_least(1)),
-    OptionSpec("manifest", parse_pattern),
-    OptionSpec("metrics_file", parse_pattern),
+    OptionSpec("manifest", parse_file_path),
+    OptionSpec("metrics_file", parse_file_path),
     OptionSpec("pushgateway", parse_url),
     OptionSpec("push_job", parse_label_value),
     OptionSpec("push_label", parse_label_pair, multiple=True),

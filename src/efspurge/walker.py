@@ -64,6 +64,7 @@ class DirNode:
         "parent",
         "st",
         "top",
+        "touched",
         "unopened",
     )
 
@@ -81,6 +82,7 @@ class DirNode:
         self.borrowers = 0
         self.children = 0
         self.kept = False  # something stays inside: the directory cannot be removed
+        self.touched = False  # this run removed entries from it: restore its times when done
 
     def holds(self) -> int:
         return self.own_work + self.unopened + self.borrowers
@@ -545,7 +547,7 @@ class Walker:
                     self._debug_deleted(node, entry.name, st)
         finally:
             if purged:
-                self._restore_times(node, fd)
+                node.touched = True
             top = c.breakdown.top(node.top)
             top[0] += selected
             top[1] += selected_bytes
@@ -559,7 +561,8 @@ class Walker:
         return kept
 
     def _restore_times(self, node: DirNode, fd: int | None) -> None:
-        """After removing entries from a directory, give it back its own timestamps."""
+        """When a directory this run removed entries from is finished (and stays), give it
+        back its own timestamps. A parked directory (descriptor closed) keeps the new ones."""
         if node.st is None or fd is None:
             return
         try:
@@ -635,6 +638,8 @@ class Walker:
         """Remove a finished directory if it is empty and allowed; then its parent may finish."""
         while node.parent is not None:
             outcome = self._remove_if_empty(node, c)
+            if outcome != REMOVED and node.touched and not self.dry_run:
+                self._restore_times(node, node.fd)
             with self._tree_lock:
                 if node.fd is not None:
                     fsops.close(node.fd)
@@ -727,7 +732,7 @@ class Walker:
             return KEPT
         try:
             fsops.remove_dir(parent_fd, node.name, dry_run=False)
-            self._restore_times(parent, parent_fd)
+            parent.touched = True
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 c.entries_vanished += 1  # someone else removed it: the parent may be empty
