@@ -20,8 +20,8 @@ from itertools import islice
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-# Entry kinds, as told by the listing's d_type (no system call when the filesystem fills it).
-FILE, DIR, SYMLINK, OTHER = range(4)
+# Kinds of the entries that are neither files nor directories, as told by the listing's d_type.
+SYMLINK, OTHER = "symlink", "other"
 
 
 class OtherFilesystem(Exception):

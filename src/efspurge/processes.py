@@ -111,7 +111,7 @@ def fork_children(
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    children = ChildProcesses(count, progress)
+    children = ChildProcesses(count)
     for index in range(1, count):
         read_fd, write_fd = os.pipe()
         pid = os.fork()
@@ -140,9 +140,8 @@ def fork_children(
 class ChildProcesses:
     """The parent's view of its forked children: their output, signals, exit codes."""
 
-    def __init__(self, count: int, progress: bool) -> None:
+    def __init__(self, count: int) -> None:
         self.count = count
-        self.progress_wanted = progress
         self.pids: dict[int, int] = {}
         self.pipes: dict[int, int] = {}
         self.results = {i: ChildResult(i) for i in range(1, count)}

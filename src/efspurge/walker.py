@@ -161,7 +161,6 @@ class Walker:
         self._stop = False
         self._error_logs_left = error_log_limit
         self.counters: list[Counters] = []
-        self.fatal: BaseException | None = None
         self.queue: WorkQueue | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -183,10 +182,6 @@ class Walker:
         if self.queue is not None:
             self.queue.stop()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop
-
     def worker_loop(self) -> None:
         """Runs in an I/O thread until the queue says exit."""
         queue = self.queue
@@ -206,7 +201,6 @@ class Walker:
                     else:
                         released = self._list_step(item, grant, counters)
                 except BaseException as exc:  # a bug: stop the run, never half-continue
-                    self.fatal = exc
                     self.log.critical(
                         "Internal error in a worker, stopping",
                         exc_info=True,
