@@ -295,20 +295,9 @@ class Walker:
         if selector.filters_files or selector.filters_dirs:
             files, dirs, excluded = self._select(node, files, dirs, lc)
             kept = kept or excluded
-        shard = self.shard
-        if shard.active:
-            # Other shards' files are neither stat'ed nor counted, and do not keep the
-            # directory: their owner deletes them, and rmdir tells whether they are gone.
-            owners = [shard.owner(node.key, e.name) for e in files]
-            mine = [e for e, owner in zip(files, owners, strict=True) if owner == shard.index]
-            group = shard.index // shard.group
-            lc.files_other_shards += sum(1 for owner in owners if owner // shard.group != group)
-            if self.dry_run and self.remove_empty_dirs and len(mine) < len(files):
-                # A real run lets rmdir tell whether the other shards emptied a directory; a
-                # dry run has no such arbiter, so it looks at their files itself.
-                theirs = [e for e, owner in zip(files, owners, strict=True) if owner != shard.index]
-                kept = kept or self._any_stays(theirs)
-            files = mine
+        if self.shard.active:
+            files, theirs_stay = self._own_files(node, files, lc)
+            kept = kept or theirs_stay
             subdirs = [DirNode(e.name, node, child_key(node.key, e.name)) for e in dirs]
         else:
             subdirs = [DirNode(entry.name, node) for entry in dirs]
@@ -355,6 +344,27 @@ class Walker:
         if exhausted:
             self._settle(node, c, own=-1)
         return inline
+
+    def _own_files(
+        self, node: DirNode, files: list[os.DirEntry[str]], lc: Counters
+    ) -> tuple[list[os.DirEntry[str]], bool]:
+        """This shard's files, and whether another shard's file will stay (dry runs only).
+
+        Other shards' files are neither stat'ed nor counted, and do not keep the directory:
+        their owner deletes them, and rmdir tells whether they are gone.
+        """
+        shard = self.shard
+        owners = [shard.owner(node.key, e.name) for e in files]
+        mine = [e for e, owner in zip(files, owners, strict=True) if owner == shard.index]
+        group = shard.index // shard.group
+        lc.files_other_shards += sum(1 for owner in owners if owner // shard.group != group)
+        theirs_stay = False
+        if self.dry_run and self.remove_empty_dirs and len(mine) < len(files):
+            # A real run lets rmdir tell whether the other shards emptied a directory; a dry
+            # run has no such arbiter, so it looks at their files itself.
+            theirs = [e for e, owner in zip(files, owners, strict=True) if owner != shard.index]
+            theirs_stay = self._any_stays(theirs)
+        return mine, theirs_stay
 
     def _any_stays(self, entries: list[os.DirEntry[str]]) -> bool:
         """Would any of these files (another shard's) survive a real run? Dry runs only."""
