@@ -45,9 +45,9 @@ def make_file(path: Path, old: bool, size: int = 0) -> Path:
 def age_dirs(root: Path, stamp: float = OLD) -> None:
     """Make every directory below root (not root) old, as it is on a real purge target.
 
-    Directories created by a test are brand new, and --keep-young-dirs (the default) keeps
-    brand-new empty directories; tests of removal age them first, as time would. Walks by
-    descriptor, so trees deeper than PATH_MAX work."""
+    Directories created by a test are brand new; tests of the young-directory rail
+    (--keep-empty-dirs-newer-than) age them first, as time would. Walks by descriptor, so
+    trees deeper than PATH_MAX work."""
     stack = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
     while stack:
         fd = stack.pop()
@@ -107,14 +107,14 @@ class Run:
 def purge(root: Path, **overrides) -> Run:
     """Run the engine in-process on a real tree; return the final record and the log lines."""
     overrides.setdefault("progress_interval", 0)
-    # One process unless a test asks for more: faults are injected into this process, and a
-    # child process of a --processes run would not see them. The CLI tests run the default.
-    overrides.setdefault("processes", 1)
     settings = Settings(path=str(root), **overrides)
     info = prepare_root(settings.path)
     stream = io.StringIO()
     logger = setup_logging(settings.log_level, stream=stream)
-    outcome = asyncio.run(AsyncPurger(settings, info, logger).run())
+    try:
+        outcome = asyncio.run(AsyncPurger.from_settings(settings, info, logger).run())
+    finally:
+        os.close(info.fd)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     return Run(outcome, lines)
 

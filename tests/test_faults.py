@@ -43,7 +43,7 @@ def test_unlink_failure_is_counted_logged_and_the_run_goes_on(tmp_path, monkeypa
 def test_lstat_failure_keeps_the_file(tmp_path, monkeypatch, mode, err):
     make_file(tmp_path / "bad", old=True)
     make_file(tmp_path / "good", old=True)
-    monkeypatch.setattr(fsops, "lstat_entry", _fail_for("bad", err, fsops.lstat_entry))
+    monkeypatch.setattr(fsops, "lstat_at", _fail_for("bad", err, fsops.lstat_at))
     run = purge(tmp_path, **mode)
     assert snapshot(tmp_path) == {"file:bad"}
     assert run.stats["errors"] == 1
@@ -59,15 +59,15 @@ def test_entries_vanishing_between_listing_and_delete_are_not_errors(tmp_path, m
             os.unlink(name, dir_fd=dir_fd)
         return real_unlink(dir_fd, name, dry_run)
 
-    real_lstat = fsops.lstat_entry
+    real_lstat = fsops.lstat_at
 
-    def racing_lstat(entry):
-        if entry.name == "f5":
+    def racing_lstat(dir_fd, name):
+        if name == "f5":
             os.unlink(os.path.join(tmp_path, "d", "f5"))
-        return real_lstat(entry)
+        return real_lstat(dir_fd, name)
 
     monkeypatch.setattr(fsops, "unlink_file", racing_unlink)
-    monkeypatch.setattr(fsops, "lstat_entry", racing_lstat)
+    monkeypatch.setattr(fsops, "lstat_at", racing_lstat)
     age_dirs(tmp_path)
     run = purge(tmp_path, remove_empty_dirs=True, **mode)
     assert run.stats["errors"] == 0
@@ -137,14 +137,9 @@ def test_error_log_is_capped_but_errors_all_counted(tmp_path, monkeypatch):
         raise OSError(errno.EIO, "I/O error")
 
     monkeypatch.setattr(fsops, "unlink_file", always_fail)
-    from efspurge import walker
+    from efspurge import events
 
-    real_init = walker.Walker.__init__
-    monkeypatch.setattr(
-        walker.Walker,
-        "__init__",
-        lambda self, **kw: real_init(self, **{**kw, "error_log_limit": 5}),
-    )
+    monkeypatch.setattr(events, "ERROR_LOG_LIMIT", 5)
     run = purge(tmp_path)
     assert run.stats["errors"] == 30
     per_entry = [r for r in run.log if r["message"] == "unlink failed, skipping"]
@@ -159,11 +154,11 @@ def test_directory_swapped_for_symlink_between_listing_and_open(tmp_path, monkey
     make_file(root / "sub/old", old=True)
     real_open = fsops.open_subdir
 
-    def swapping_open(parent_fd, name, *args):
+    def swapping_open(parent_fd, name, *args, **kwargs):
         if name == "sub":
             os.rename(root / "sub", tmp_path / "moved")
             os.symlink(outside, root / "sub")
-        return real_open(parent_fd, name, *args)
+        return real_open(parent_fd, name, *args, **kwargs)
 
     monkeypatch.setattr(fsops, "open_subdir", swapping_open)
     run = purge(root, **mode)
@@ -175,10 +170,10 @@ def test_directory_swapped_for_symlink_between_listing_and_open(tmp_path, monkey
 def test_internal_error_in_a_worker_stops_the_run_with_exit_3(tmp_path, monkeypatch):
     make_file(tmp_path / "old", old=True)
 
-    def broken(entry):
+    def broken(dir_fd, name):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(fsops, "lstat_entry", broken)
+    monkeypatch.setattr(fsops, "lstat_at", broken)
     run = purge(tmp_path)
     assert run.code == 3
     assert run.stats["interrupted"] is True

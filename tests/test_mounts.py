@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from efspurge import mounts
-from efspurge.purger import choose_io_threads
+from efspurge.plan import choose_io_threads
 from efspurge.settings import Settings
 
 SAMPLE = """\

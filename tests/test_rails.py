@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import NEW, OLD, age_dirs, final, make_file, purge, run_cli, snapshot
+from conftest import OLD, age_dirs, final, make_file, purge, run_cli, snapshot
 
 from efspurge import fsops
 from efspurge.selection import Selector
@@ -229,20 +229,28 @@ def test_age_by_each_timestamp_deletes_exactly_the_model_set(tmp_path):
 # --- young directories ------------------------------------------------------------------------
 
 
-def test_young_empty_directories_are_kept_by_default(tmp_path):
+def test_every_empty_directory_goes_by_default_whatever_its_age(tmp_path):
+    # The reference's result: --remove-empty-dirs removes empty directories, young or old.
+    (tmp_path / "fresh-empty").mkdir()
+    make_file(tmp_path / "fresh-parent" / "old.tmp", old=True)
+    run = purge(tmp_path, remove_empty_dirs=True)
+    assert snapshot(tmp_path) == set()
+    assert run.stats["empty_dirs_deleted"] == 2 and run.stats["young_dirs_kept"] == 0
+
+
+def test_young_rail_keeps_only_directories_found_empty_and_recent(tmp_path):
     (tmp_path / "old-empty").mkdir()
     os.utime(tmp_path / "old-empty", (OLD, OLD))
-    (tmp_path / "fresh-empty").mkdir()  # just created by an application
-    make_file(tmp_path / "old-parent" / "fresh-child" / "old.tmp", old=True)
-    os.utime(tmp_path / "old-parent", (OLD, OLD))
-    os.utime(tmp_path / "old-parent" / "fresh-child", (NEW + 86_400 / 2,) * 2)
-    run = purge(tmp_path, remove_empty_dirs=True)
-    assert snapshot(tmp_path) == {
-        "dir:fresh-empty",
-        "dir:old-parent",
-        "dir:old-parent/fresh-child",
-    }
-    assert run.stats["young_dirs_kept"] == 2
-    again = purge(tmp_path, remove_empty_dirs=True, keep_young_dirs=False)
-    assert snapshot(tmp_path) == set()
-    assert again.stats["empty_dirs_deleted"] == 3
+    (tmp_path / "fresh-empty").mkdir()  # just created by an application: kept
+    # Emptied by this run: removed, although the purge itself just made its mtime recent.
+    make_file(tmp_path / "fresh-parent" / "fresh-child" / "old.tmp", old=True)
+    run = purge(tmp_path, remove_empty_dirs=True, keep_empty_dirs_newer_than=3600)
+    assert snapshot(tmp_path) == {"dir:fresh-empty"}
+    assert run.stats["young_dirs_kept"] == 1
+    assert run.stats["empty_dirs_deleted"] == 3
+    # The same result for a dry run, and for the next run: nothing was re-stamped.
+    dry = purge(tmp_path, remove_empty_dirs=True, keep_empty_dirs_newer_than=3600, dry_run=True)
+    assert dry.stats["empty_dirs_to_delete"] == 0 and dry.stats["young_dirs_kept"] == 1
+    os.utime(tmp_path / "fresh-empty", (OLD, OLD))
+    again = purge(tmp_path, remove_empty_dirs=True, keep_empty_dirs_newer_than=3600)
+    assert snapshot(tmp_path) == set() and again.stats["empty_dirs_deleted"] == 1

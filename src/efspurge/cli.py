@@ -11,16 +11,7 @@ from typing import Any, NoReturn
 
 from efspurge import __version__
 from efspurge.jsonlog import setup_logging
-from efspurge.processes import fork_children
-from efspurge.purger import (
-    EXIT_FATAL,
-    EXIT_USAGE,
-    AsyncPurger,
-    RootInfo,
-    choose_processes,
-    open_manifest,
-    prepare_root,
-)
+from efspurge.purger import AsyncPurger, open_manifest, prepare_root
 from efspurge.settings import (
     OPTIONS,
     PATH_ENV,
@@ -28,7 +19,11 @@ from efspurge.settings import (
     SettingsError,
     resolve_settings,
 )
+from efspurge.stats import ExitCode
 from efspurge.terminal import TerminalUI, choose_format
+
+EXIT_USAGE = ExitCode.USAGE
+EXIT_FATAL = ExitCode.FATAL
 
 HELP = {
     "max_age_days": "files whose modification time is older than this many days are deleted "
@@ -60,8 +55,8 @@ HELP = {
     "include": "only consider files matching this glob (repeatable; see README for the rules)",
     "exclude": "never delete files matching this glob (repeatable; wins over --include)",
     "exclude_dir": "do not even list directories matching this glob (repeatable)",
-    "keep_young_dirs": "with --remove-empty-dirs, keep an empty directory whose own timestamp "
-    "is newer than the cutoff (default: on)",
+    "keep_empty_dirs_newer_than": "with --remove-empty-dirs, keep a directory that was already "
+    "empty and whose own mtime is newer than this (45m, 2h, 1d; 0 = off; default: 0)",
     "shard_index": "this worker's shard, 0..N-1 (default: JOB_COMPLETION_INDEX or "
     "AWS_BATCH_JOB_ARRAY_INDEX when --shard-count is above 1)",
     "shard_count": "split the files among N independent workers; each run handles only its "
@@ -90,6 +85,7 @@ METAVARS = {
     "processes": "N|auto",
     "max_delete": "N",
     "max_runtime": "DURATION",
+    "keep_empty_dirs_newer_than": "DURATION",
     "age_by": "{mtime,atime,ctime,newest}",
     "include": "GLOB",
     "exclude": "GLOB",
@@ -166,20 +162,6 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _run_forked_child(settings: Settings, parent_root: RootInfo, manifest) -> int:
-    """Process p of a --processes run, just forked: its own root descriptor, JSON lines out."""
-    # A descriptor shared with the parent would share its directory offset: reopen, and
-    # check that it is still the very root the parent checked.
-    os.close(parent_root.fd)
-    logger = setup_logging(settings.log_level)
-    root = prepare_root(parent_root.path)
-    if not os.path.samestat(root.st, parent_root.st):
-        logger.critical("The root changed while starting", extra={"extra_fields": {}})
-        return EXIT_FATAL
-    purger = AsyncPurger(settings, root, logger, manifest, local_child=True)
-    return asyncio.run(purger.run()).exit_code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -194,19 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logger = setup_logging(settings.log_level, handler=ui.log_handler() if fmt == "text" else None)
     try:
-        root = prepare_root(settings.path)
+        root = prepare_root(settings.path, settings.age_by in ("atime", "newest"))
         manifest = open_manifest(settings)
     except SettingsError as exc:
         return _fail(str(exc))
-    children = None
-    count = choose_processes(settings, root.fs_type)
-    if count > 1:
-        progress = settings.progress_interval > 0 or ui is not None
-        children = fork_children(
-            settings, count, progress, lambda s: _run_forked_child(s, root, manifest)
-        )
     try:
-        purger = AsyncPurger(settings, root, logger, manifest, ui, children=children)
+        purger = AsyncPurger.from_settings(settings, root, logger, manifest, ui)
         outcome = asyncio.run(purger.run())
     except Exception as exc:  # a bug or a broken environment: say so in one record
         logger.critical("Purge failed", exc_info=True, extra={"extra_fields": {"error": repr(exc)}})

@@ -1,13 +1,18 @@
 """The only module that makes system calls on the tree being purged.
 
 Every call that reads or changes a directory entry takes a directory file descriptor and a
-single name, never a path string, so a directory renamed or swapped for a symlink while the
-tool runs cannot redirect it outside the tree. Tests inject faults by patching the functions of
-this module; nothing else in the package touches ``os`` for tree operations.
+single name, never a path string (DESIGN.md, principle 1). The functions here are the batches
+that the engine hands to its thread pool: each is a plain function that takes its inputs and
+returns its results as data (names, stats, outcomes, errors); none of them touches the walk's
+state, which lives on the event loop (see :mod:`efspurge.walker`). The ``a*`` names at the end
+are the same batches wrapped with ``aiofiles.os.wrap``, so that ``await`` runs them in the
+loop's default executor.
 
-The two destructive functions, :func:`unlink_file` and :func:`remove_dir`, are the only places
-that delete anything. A dry run calls them too, with ``dry_run=True``: they skip the system
-call and nothing else, so a dry run counts exactly what a real run would do.
+The two destructive calls are :func:`unlink_file` and :func:`remove_dir`: nothing else deletes.
+A dry run passes through both with ``dry_run=True``; they skip the system call and nothing else,
+so a dry run decides and counts exactly what a real run would.
+
+Tests inject faults by patching the names of this module.
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+from aiofiles.os import wrap
 
-# Kinds of the entries that are neither files nor directories, as told by the listing's d_type.
-SYMLINK, OTHER = "symlink", "other"
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+NOATIME = getattr(os, "O_NOATIME", 0)
+NOT_EMPTY = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY})
 
 
 class OtherFilesystem(Exception):
@@ -29,15 +37,27 @@ class OtherFilesystem(Exception):
 
 
 class DirectoryChanged(Exception):
-    """The directory is no longer the one the listing showed (swapped, replaced, a symlink).
+    """The directory is no longer the one the listing showed (swapped, replaced, moved).
 
-    Raised instead of following it. The caller skips the entry and counts it.
+    Raised instead of following it; the caller skips the entry and counts it.
     """
 
 
-def open_root(path: str) -> tuple[int, os.stat_result]:
+# --- opening and closing directories -------------------------------------------------------
+
+
+def _open_dir(name: str, dir_fd: int | None, noatime: bool) -> int:
+    if noatime and NOATIME:
+        try:
+            return os.open(name, DIR_FLAGS | NOATIME, dir_fd=dir_fd)
+        except PermissionError:
+            pass  # O_NOATIME needs ownership (or CAP_FOWNER): fall back to a plain open
+    return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+
+
+def open_root(path: str, noatime: bool = False) -> tuple[int, os.stat_result]:
     """Open the already-resolved root. Raises OSError (ENOTDIR, EACCES, ELOOP, ...)."""
-    fd = os.open(path, _DIR_FLAGS)
+    fd = _open_dir(path, None, noatime)
     try:
         return fd, os.fstat(fd)
     except BaseException:
@@ -46,22 +66,29 @@ def open_root(path: str) -> tuple[int, os.stat_result]:
 
 
 def open_subdir(
-    parent_fd: int, name: str, same_dev: int | None = None
+    parent_fd: int,
+    name: str,
+    same_dev: int | None = None,
+    expect: os.stat_result | None = None,
+    noatime: bool = False,
 ) -> tuple[int, os.stat_result]:
-    """Open the directory ``name`` below ``parent_fd`` after checking it is the listed one.
+    """Open the directory ``name`` below ``parent_fd`` after checking that it is the listed one.
 
-    lstat the name, open it without following symlinks, fstat the descriptor, and compare:
-    the pattern of CPython's ``shutil.rmtree``. Any mismatch raises DirectoryChanged. With
-    ``same_dev``, a directory on another device (a mount point) raises OtherFilesystem before
-    it is opened (lstat does not trigger an automount; open would).
+    lstat the name, open it without following symlinks, fstat the descriptor, compare (the
+    pattern of CPython's ``shutil.rmtree``). Any mismatch raises DirectoryChanged. With
+    ``same_dev``, a directory on another device raises OtherFilesystem before it is opened
+    (lstat does not trigger an automount; open would). With ``expect`` (a reopen), the
+    directory must also be the very one opened before.
     """
     before = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if not stat.S_ISDIR(before.st_mode):
         raise DirectoryChanged(f"no longer a directory (mode {before.st_mode:o})")
     if same_dev is not None and before.st_dev != same_dev:
         raise OtherFilesystem(f"device {before.st_dev} is not the root's {same_dev}")
+    if expect is not None and not os.path.samestat(before, expect):
+        raise DirectoryChanged("not the directory opened before")
     try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        fd = _open_dir(name, parent_fd, noatime)
     except OSError as exc:
         # O_NOFOLLOW gives ELOOP for a symlink, O_DIRECTORY gives ENOTDIR for anything else.
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -77,14 +104,13 @@ def open_subdir(
         raise
 
 
-def open_parent(child_fd: int, expected: os.stat_result) -> int:
-    """Reopen a parent directory through ``..`` of an open child, checked by identity.
+def open_parent(child_fd: int, expected: os.stat_result, noatime: bool = False) -> int:
+    """Reopen a directory through ``..`` of an open child, checked by identity.
 
-    Used to remove a directory whose parent's descriptor was closed to keep descriptors
-    bounded. If ``..`` is not the directory the walk opened (the tree was moved), raises
-    DirectoryChanged.
+    If ``..`` is not the directory the walk opened (the subtree was moved), raises
+    DirectoryChanged: nothing is removed through a directory that is not the one we walked.
     """
-    fd = os.open("..", _DIR_FLAGS, dir_fd=child_fd)
+    fd = _open_dir("..", child_fd, noatime)
     try:
         if not os.path.samestat(os.fstat(fd), expected):
             raise DirectoryChanged("parent directory moved")
@@ -98,58 +124,393 @@ def close(fd: int) -> None:
     os.close(fd)
 
 
-def scan(dir_fd: int) -> Iterator[os.DirEntry[str]]:
+def close_listing(listing: Iterator[os.DirEntry[str]]) -> None:
+    listing.close()  # type: ignore[attr-defined]
+
+
+def start_listing(fd: int) -> Iterator[os.DirEntry[str]]:
     """Start streaming a directory's entries (``scandir`` on the descriptor)."""
-    return os.scandir(dir_fd)
+    return os.scandir(fd)
 
 
-def read_entries(entries: Iterator[os.DirEntry[str]], limit: int) -> list[os.DirEntry[str]]:
+def read_entries(listing: Iterator[os.DirEntry[str]], limit: int) -> list[os.DirEntry[str]]:
     """Read at most ``limit`` entries; fewer means the listing is exhausted."""
-    return list(islice(entries, limit))
+    return list(islice(listing, limit))
 
 
-def close_scan(entries: Iterator[os.DirEntry[str]]) -> None:
-    entries.close()  # type: ignore[attr-defined]
+def lstat_at(dir_fd: int, name: str) -> os.stat_result:
+    """The entry's own status (never a symlink's target), relative to its directory."""
+    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
 
 
-def sort_entries(
-    entries: list[os.DirEntry[str]],
-) -> tuple[list[os.DirEntry[str]], list[os.DirEntry[str]], list[tuple[os.DirEntry[str], int]]]:
-    """Split a batch by d_type into (files, directories, others with their kind).
+# --- the batches ------------------------------------------------------------------------------
 
-    Only a filesystem that reports DT_UNKNOWN costs an lstat here, and that lstat is cached
-    in the entry, so :func:`lstat_entry` does not repeat it. An entry whose lstat fails is
-    returned among the others with the OSError as its kind.
+
+@dataclass(slots=True)
+class FileRules:
+    """What a thread needs to decide on files. Pure values and functions, shared read-only."""
+
+    is_expired: Callable[[os.stat_result], bool]
+    age_bucket: Callable[[os.stat_result], int]
+    dry_run: bool
+    protected: frozenset[tuple[int, int]] = frozenset()  # (dev, ino) of our own output files
+    write_manifest: Callable[[str, os.stat_result], str] | None = None  # rel path -> line
+    debug: bool = False
+    stopped: Callable[[], bool] = lambda: False
+
+
+@dataclass(slots=True)
+class FileResults:
+    """What became of a batch of regular files, for the loop to apply."""
+
+    scanned: int = 0
+    selected: int = 0
+    selected_bytes: int = 0
+    purged: int = 0
+    freed_bytes: int = 0
+    vanished: int = 0
+    slots_used: int = 0
+    kept: bool = False  # something stays in the directory
+    by_age: dict[int, list[int]] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)  # expired, but no --max-delete slot left
+    errors: list[tuple[str, str, OSError]] = field(default_factory=list)  # (name, op, error)
+    lines: list[str] = field(default_factory=list)  # manifest lines of this batch
+    debug: list[tuple[str, str, Any]] = field(default_factory=list)  # (name, event, detail)
+
+
+def purge_files(
+    dir_fd: int,
+    names: list[str],
+    rules: FileRules,
+    slots: int | None,
+    rel_dir: str | None,
+    out: FileResults | None = None,
+) -> FileResults:
+    """lstat each file, delete the expired ones (at most ``slots`` of them; None = no cap).
+
+    The per-file hot loop: names are bound locally; only the stat this loop makes itself
+    decides (never a ``DirEntry`` stat, whose descriptor may be gone by now).
     """
-    files: list[os.DirEntry[str]] = []
-    dirs: list[os.DirEntry[str]] = []
-    others: list[tuple[os.DirEntry[str], object]] = []
-    add_file = files.append
+    out = out if out is not None else FileResults()
+    lstat, unlink, is_reg = lstat_at, unlink_file, stat.S_ISREG
+    is_expired, dry_run, debug = rules.is_expired, rules.dry_run, rules.debug
+    protected, line_of, stopped = rules.protected, rules.write_manifest, rules.stopped
+    by_age = out.by_age
+    for i, name in enumerate(names):
+        if stopped():
+            out.kept = True  # the rest is left for the next run
+            break
+        try:
+            st = lstat(dir_fd, name)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                out.vanished += 1  # someone else removed it first: not an error
+            else:
+                out.errors.append((name, "lstat", exc))
+                out.kept = True
+            continue
+        if not is_reg(st.st_mode):
+            out.kept = True  # replaced since the listing: not a file we decided on
+            continue
+        out.scanned += 1
+        if not is_expired(st) or (protected and (st.st_dev, st.st_ino) in protected):
+            out.kept = True
+            if debug:
+                out.debug.append((name, "kept", st))
+            continue
+        if slots is not None and out.slots_used >= slots:
+            out.refused.extend(names[i:])  # re-examined when slots come back, if ever
+            out.kept = True
+            break
+        out.slots_used += 1
+        out.selected += 1
+        out.selected_bytes += st.st_size
+        cell = by_age.get(b := rules.age_bucket(st))
+        if cell is None:
+            cell = by_age[b] = [0, 0]
+        cell[0] += 1
+        cell[1] += st.st_size
+        try:
+            unlink(dir_fd, name, dry_run)
+        except OSError as exc:
+            # Still counted as selected (a dry run selects it too), but its slot goes back.
+            out.slots_used -= 1
+            if exc.errno == errno.ENOENT:
+                out.vanished += 1
+            else:
+                out.errors.append((name, "unlink", exc))
+                out.kept = True
+            continue
+        if not dry_run:
+            out.purged += 1
+            # A file's data is freed with its last link: a hard link elsewhere keeps it.
+            if st.st_nlink <= 1:
+                out.freed_bytes += st.st_size
+        if line_of is not None:
+            out.lines.append(line_of(f"{rel_dir}/{name}" if rel_dir else name, st))
+        if debug:
+            out.debug.append((name, "deleted", st))
+    return out
+
+
+@dataclass(slots=True)
+class ListResults:
+    """One step of a directory's listing: what the loop needs to go on."""
+
+    fd: int | None = None  # the directory's descriptor (opened by this step, or given)
+    st: os.stat_result | None = None
+    listing: Iterator[os.DirEntry[str]] | None = None  # still open: more entries to read
+    refused: str | None = None  # "gone", "changed", "mount" or "error": not entered
+    refusal: BaseException | None = None
+    started: bool = False  # the listing was started in this step (a directory scanned)
+    entries: int = 0  # entries read in this step
+    files: list[str] = field(default_factory=list)  # regular files not processed here
+    subdirs: list[str] = field(default_factory=list)
+    symlinks: int = 0
+    specials: int = 0
+    excluded_files: int = 0
+    excluded_dirs: int = 0
+    other_shards: int = 0
+    theirs_stay: bool = False  # a sharded dry run: another shard's file would stay
+    kept: bool = False
+    errors: list[tuple[str | None, str, OSError]] = field(default_factory=list)
+    debug: list[tuple[str, str, Any]] = field(default_factory=list)
+    file_results: FileResults | None = None
+
+
+@dataclass(slots=True)
+class ListRules:
+    """What a thread needs to sort a listing. Pure values and functions, shared read-only."""
+
+    batch_size: int
+    same_dev: int | None
+    noatime: bool
+    mount_points: frozenset[str]  # relative paths of mount points below the root
+    file_filter: Callable[[str, str | None], bool] | None  # --include/--exclude
+    dir_filter: Callable[[str, str | None], bool] | None  # --exclude-dir (True: excluded)
+    owner_filter: Callable[[int, str], bool] | None  # shards: is this file ours?
+    theirs_stay: Callable[[int, list[str]], bool] | None  # sharded dry run (dir_fd, names)
+    debug: bool = False
+
+
+def list_step(
+    parent_fd: int | None,
+    name: str,
+    fd: int | None,
+    listing: Iterator[os.DirEntry[str]] | None,
+    rel: str | None,
+    key: int,
+    rules: ListRules,
+    limit: int,
+    files: FileRules | None,
+    slots: int | None,
+) -> ListResults:
+    """Open a directory if ``fd`` is None, then read up to ``limit`` entries and sort them.
+
+    With ``files`` the regular files found are processed right here (one hand-off for the
+    whole step: the local-disk path); without, they are returned for the loop to spread over
+    several threads (the network path).
+    """
+    out = ListResults(fd=fd, listing=listing)
+    if fd is None:
+        assert parent_fd is not None
+        try:
+            if rel is not None and rel in rules.mount_points:
+                raise OtherFilesystem("a mount point (bind mount)")
+            out.fd, out.st = open_subdir(parent_fd, name, rules.same_dev, noatime=rules.noatime)
+        except OtherFilesystem as exc:
+            out.refused, out.refusal = "mount", exc
+            return out
+        except DirectoryChanged as exc:
+            out.refused, out.refusal = "changed", exc
+            return out
+        except OSError as exc:
+            out.refused, out.refusal = ("gone" if exc.errno == errno.ENOENT else "error"), exc
+            return out
+    if out.listing is None:
+        try:
+            out.listing = start_listing(out.fd)
+        except OSError as exc:
+            out.errors.append((None, "list directory", exc))
+            out.kept = True
+            return out
+        out.started = True
+    _read_listing(out, rel, key, rules, limit)
+    if files is not None and out.files:
+        out.file_results = purge_files(out.fd, out.files, files, slots, rel)
+        out.files = []
+    return out
+
+
+def list_steps(
+    steps: list[tuple[int | None, str, int | None, Any, str | None, int]],
+    rules: ListRules,
+    limit: int,
+    batch_size: int,
+    files: FileRules | None,
+    slots: int | None,
+) -> list[ListResults | None]:
+    """Several directories' steps in one thread call, until ``batch_size`` entries were read:
+    a tree of many small directories then pays one hand-off per call, not per directory.
+    A step not taken (budget spent, or the run stopping) is None."""
+    results: list[ListResults | None] = []
+    entries = used = 0
+    for parent_fd, name, fd, listing, rel, key in steps:
+        if entries >= batch_size or (files is not None and files.stopped()):
+            results.append(None)
+            continue
+        left = None if slots is None else slots - used
+        result = list_step(parent_fd, name, fd, listing, rel, key, rules, limit, files, left)
+        if result.file_results is not None:
+            used += result.file_results.slots_used
+        entries += result.entries
+        results.append(result)
+    return results
+
+
+def reopen(anchor_fd: int, path: list[tuple[str, os.stat_result]], noatime: bool) -> int:
+    """Reopen a directory down from an open ancestor, each step checked against the identity
+    recorded when the walk first opened it (DirectoryChanged on any difference)."""
+    fd = anchor_fd
+    try:
+        for name, expect in path:
+            child, _ = open_subdir(fd, name, expect=expect, noatime=noatime)
+            if fd != anchor_fd:
+                os.close(fd)
+            fd = child
+    except BaseException:
+        if fd != anchor_fd:
+            os.close(fd)
+        raise
+    return fd
+
+
+def _read_listing(out: ListResults, rel: str | None, key: int, rules: ListRules, limit: int):
+    listing = out.listing
+    assert listing is not None
+    try:
+        entries = read_entries(listing, limit)
+    except OSError as exc:
+        out.errors.append((None, "list directory", exc))
+        out.kept = True
+        entries = []
+    if len(entries) < limit:
+        close_listing(listing)
+        out.listing = None
+    out.entries = len(entries)
+    add_file, add_dir, debug = out.files.append, out.subdirs.append, rules.debug
+    file_filter, dir_filter, owner_filter = rules.file_filter, rules.dir_filter, rules.owner_filter
+    theirs: list[str] = []
     for entry in entries:
+        name = entry.name
         try:
             if entry.is_file(follow_symlinks=False):
-                add_file(entry)
+                if file_filter is not None and not file_filter(name, _child(rel, name)):
+                    out.excluded_files += 1
+                    out.kept = True
+                    if debug:
+                        out.debug.append((name, "excluded by a pattern", None))
+                elif owner_filter is not None and not owner_filter(key, name):
+                    out.other_shards += 1
+                    theirs.append(name)
+                else:
+                    add_file(name)
             elif entry.is_dir(follow_symlinks=False):
-                dirs.append(entry)
-            elif entry.is_symlink():
-                others.append((entry, SYMLINK))
+                if dir_filter is not None and dir_filter(name, _child(rel, name)):
+                    out.excluded_dirs += 1
+                    out.kept = True
+                    if debug:
+                        out.debug.append((name, "excluded by --exclude-dir", None))
+                else:
+                    add_dir(name)
             else:
-                others.append((entry, OTHER))
+                if entry.is_symlink():
+                    out.symlinks += 1
+                else:
+                    out.specials += 1
+                out.kept = True
+                if debug:
+                    out.debug.append((name, "symlink or special file, never followed", None))
+        except OSError as exc:  # DT_UNKNOWN, and the lstat that replaces it failed
+            if exc.errno != errno.ENOENT:
+                out.errors.append((name, "lstat", exc))
+                out.kept = True
+    if theirs and rules.theirs_stay is not None and rules.theirs_stay(out.fd, theirs):
+        out.theirs_stay = True
+
+
+def _child(rel: str | None, name: str) -> str | None:
+    if rel is None:
+        return None
+    return f"{rel}/{name}" if rel else name
+
+
+def any_stays(dir_fd: int, names: list[str], is_expired: Callable[[os.stat_result], bool]):
+    """Would any of these files (another shard's) survive a real run? Sharded dry runs only:
+    a real run lets rmdir tell whether the other shards emptied a directory."""
+    for name in names:
+        try:
+            st = lstat_at(dir_fd, name)
         except OSError as exc:
-            others.append((entry, exc))
-    return files, dirs, others
+            if exc.errno == errno.ENOENT:
+                continue
+            return True
+        if not stat.S_ISREG(st.st_mode) or not is_expired(st):
+            return True
+    return False
 
 
-def lstat_entry(entry: os.DirEntry[str]) -> os.stat_result:
-    """The entry's own status (never a symlink's target), relative to the listed directory."""
-    return entry.stat(follow_symlinks=False)
+@dataclass(slots=True)
+class Removal:
+    """One finished empty directory to remove, as the remover hands it to a thread."""
+
+    parent_fd: int | None  # None: reopen the parent through ``..`` of ``via_fd`` first
+    name: str
+    via_fd: int | None = None
+    parent_st: os.stat_result | None = None
+    # Filled in by the thread:
+    outcome: str = ""  # "removed", "gone", "busy", "refused", "changed", "error"
+    error: BaseException | None = None
+    reopened_fd: int | None = None
 
 
-def restore_times(dir_fd: int, st: os.stat_result) -> None:
-    """Put a directory's access and modification times back to what they were before this
-    run removed entries in it (as systemd-tmpfiles does), so that the purge itself does not
-    make the directory look recently used to the young-directory rule of later runs."""
-    os.utime(dir_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+def remove_dirs(removals: list[Removal], slots: int | None, dry_run: bool, noatime: bool) -> int:
+    """rmdir each (children come before parents in the list); at most ``slots`` succeed.
+
+    Returns the slots used. Fills in each removal's outcome.
+    """
+    used = 0
+    for item in removals:
+        if slots is not None and used >= slots:
+            item.outcome = "refused"
+            continue
+        parent_fd = item.parent_fd
+        if parent_fd is None:
+            assert item.via_fd is not None and item.parent_st is not None
+            try:
+                parent_fd = item.reopened_fd = open_parent(item.via_fd, item.parent_st, noatime)
+            except DirectoryChanged as exc:
+                item.outcome, item.error = "changed", exc
+                continue
+            except OSError as exc:
+                item.outcome, item.error = "error", exc
+                continue
+        try:
+            remove_dir(parent_fd, item.name, dry_run)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                item.outcome = "gone"  # someone else removed it: the parent may be empty
+            elif exc.errno in NOT_EMPTY:
+                item.outcome = "busy"
+            else:
+                item.outcome, item.error = "error", exc
+            continue
+        item.outcome = "removed"
+        used += 1
+    return used
+
+
+# --- the two destructive checkpoints ---------------------------------------------------------
 
 
 def unlink_file(dir_fd: int, name: str, dry_run: bool) -> None:
@@ -164,3 +525,11 @@ def remove_dir(parent_fd: int, name: str, dry_run: bool) -> None:
     if dry_run:
         return
     os.rmdir(name, dir_fd=parent_fd)
+
+
+# --- the batches as awaitables in the loop's default executor (a thread pool) -----------------
+
+alist_steps = wrap(list_steps)
+areopen = wrap(reopen)
+apurge_files = wrap(purge_files)
+aremove_dirs = wrap(remove_dirs)

@@ -64,6 +64,9 @@ class Manifest:
                 data = data[written:]
             self.lines += len(lines)
 
+    def stat(self) -> os.stat_result:
+        return os.fstat(self._fd)
+
     def close(self) -> None:
         with self._lock:
             os.fsync(self._fd)

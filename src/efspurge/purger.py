@@ -1,10 +1,16 @@
-"""AsyncPurger: wires the walk, the thread pool, the guard, progress, signals and the stats.
+"""AsyncPurger: the public API, and the run that wires the walk, the guard and the outputs.
 
-The event loop does the supervising; the I/O happens in a thread pool that the loop owns as its
-default executor, sized from the settings (not asyncio's default of cpu_count + 4, which would
-cap a network filesystem at a handful of requests in flight). Each pool thread runs a worker
-loop that takes batches of work from a bounded queue, so the per-file cost is a plain function
-call, not an asyncio future.
+``AsyncPurger`` is what the CLI builds, and what a Python caller (an Airflow task, a script)
+uses directly::
+
+    purger = AsyncPurger("/mnt/efs/tmp", max_age_days=7, dry_run=False)
+    stats = await purger.purge()
+
+It takes the reference interface's keywords with their defaults (``dry_run=True``: a script
+moved over from the reference must not start deleting) and every other option of the command
+line as a keyword. The run gives the loop a thread pool sized from ``--max-concurrency`` (and
+the filesystem) as its default executor; :class:`efspurge.walker.Walker` keeps as many batches
+in flight, under a semaphore of the same size.
 """
 
 from __future__ import annotations
@@ -13,56 +19,34 @@ import asyncio
 import errno
 import logging
 import os
-import resource
 import signal
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from typing import Any
 
-from efspurge import fsops, mounts
+from efspurge import __version__, fsops, mounts
+from efspurge.events import EventLog
+from efspurge.jsonlog import setup_logging
 from efspurge.manifest import Manifest
 from efspurge.memory import MemoryGuard
-from efspurge.policy import AgePolicy
-from efspurge.processes import ChildProcesses, available_cpus, process_settings
-from efspurge.selection import Selector
+from efspurge.plan import WalkPlan, build_plan
 from efspurge.settings import Settings, SettingsError
-from efspurge.shard import Shard
 from efspurge.stats import (
+    Counters,
+    ExitCode,
     RunReport,
-    add_record_counts,
+    StopReason,
+    exit_code_of,
     final_record,
-    merge_breakdowns,
-    merge_report_records,
-    peak_rss_mb,
-    total,
 )
-from efspurge.terminal import TerminalUI
+from efspurge.tree import DirNode
 from efspurge.walker import Walker
-from efspurge.workqueue import WorkQueue
 
-# Threads used on a network filesystem when --io-threads is auto (capped by --max-concurrency).
-# Measured on slowfs (PERFORMANCE.md): past a few hundred threads two cores are saturated by
-# the GIL and the FUSE round trips, and more threads only add contention.
-NETWORK_IO_THREADS = 256
-# Files per chunk on a network filesystem. Unlinks in one directory serialize on its lock, so
-# more threads per directory buy only parallel lstats, and cost GIL hand-offs: measured on
-# slowfs (balanced 20k, 200 files per leaf), 128-file chunks 0.90-1.22 s, 512-file chunks
-# 0.69-0.82 s, 1024 and whole batches no better than 512. A huge directory still gets one
-# thread per 512 entries, for lstats that the attribute cache does not answer.
-NETWORK_CHUNK_SIZE = 512
-# Listed-but-unprocessed entries allowed, in listing batches: bounds memory by construction.
-ENTRY_BUDGET_BATCHES = 8
-
-EXIT_OK = 0
-EXIT_ENTRY_ERRORS = 1
-EXIT_USAGE = 2
-EXIT_FATAL = 3
-EXIT_MAX_DELETE = 4
-EXIT_MAX_RUNTIME = 5
-EXIT_METRICS = 6
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
+METRICS_DEADLINE_SECONDS = 15.0  # the whole publication (textfile and push) at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +57,24 @@ class RootInfo:
     fs_type: str | None
 
 
-def prepare_root(raw_path: str) -> RootInfo:
+@dataclass(slots=True)
+class Outcome:
+    record: dict[str, object]
+    exit_code: int
+
+
+def prepare_root(raw_path: str, noatime: bool = False) -> RootInfo:
     """Resolve the root once (it may be reached through a symlink) and check it.
 
     Raises SettingsError with a one-line message; nothing is changed on disk.
     """
+    if not raw_path.strip():
+        raise SettingsError("PATH: is empty (an unset variable in a script?); refusing to guess")
     resolved = os.path.realpath(raw_path)
     if resolved == "/":
         raise SettingsError(f"PATH: refusing to purge the filesystem root ({raw_path!r})")
     try:
-        fd, st = fsops.open_root(resolved)
+        fd, st = fsops.open_root(resolved, noatime)
     except OSError as exc:
         reasons = {
             errno.ENOENT: "does not exist",
@@ -101,54 +93,6 @@ def prepare_root(raw_path: str) -> RootInfo:
     return RootInfo(resolved, fd, st, fs_type)
 
 
-def choose_io_threads(settings: Settings, fs_type: str | None) -> int:
-    if settings.io_threads is not None:
-        wanted = settings.io_threads
-    elif mounts.is_local(fs_type):
-        # Local metadata calls take microseconds: more threads only contend for the GIL
-        # (measured: 2 threads are 2x slower than 1 on tmpfs).
-        wanted = 1
-    else:
-        wanted = NETWORK_IO_THREADS
-    return max(1, min(wanted, settings.max_concurrency))
-
-
-def choose_processes(settings: Settings, fs_type: str | None) -> int:
-    """Local shard processes for this run (see efspurge.processes)."""
-    if settings.processes is not None:
-        wanted = settings.processes
-    elif mounts.is_local(fs_type) and available_cpus() >= 2:
-        # Measured on tmpfs: two processes 1.23-1.25x find's time, one 1.55-1.7x. More do
-        # not pay on a local disk (directory locks, memory: ~25 MB each).
-        wanted = 2
-    else:
-        wanted = 1  # a network filesystem waits on round trips: threads cover that
-    # Each process needs a share of at least 1 of every cap in force (0 means no cap).
-    for cap in (settings.max_delete, settings.max_empty_dirs_to_delete, settings.max_concurrency):
-        if cap:
-            wanted = min(wanted, cap)
-    return max(1, wanted)
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft descriptor limit to the hard one; return the limit in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft
-
-
-@dataclass(slots=True)
-class Outcome:
-    record: dict[str, object]
-    exit_code: int
-
-
 def open_manifest(settings: Settings) -> Manifest | None:
     """Open --manifest before anything is deleted. Raises SettingsError if it cannot be."""
     if settings.manifest is None:
@@ -161,132 +105,200 @@ def open_manifest(settings: Settings) -> Manifest | None:
         ) from None
 
 
+def _in_daemon_thread(func: Callable[..., Any], *args: Any) -> asyncio.Future:
+    """Run ``func`` in a daemon thread: unlike a pool's thread, one that hangs (a server that
+    never answers) cannot keep the process from exiting once its deadline has passed."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+
+    def target() -> None:
+        try:
+            result: Any = func(*args)
+        except BaseException as exc:  # delivered to the awaiting side
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threading.Thread(target=target, name="efspurge-metrics", daemon=True).start()
+    return future
+
+
+def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def own_files(settings: Settings, manifest: Manifest | None) -> frozenset[tuple[int, int]]:
+    """(dev, ino) of the files this run writes, so that a run never deletes its own output
+    when it lies inside the tree (an old metrics file, a manifest at --max-age-days 0)."""
+    ids = set()
+    if manifest is not None:
+        st = manifest.stat()
+        ids.add((st.st_dev, st.st_ino))
+    if settings.metrics_file:
+        try:
+            st = os.stat(settings.metrics_file)
+            ids.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    return frozenset(ids)
+
+
+_SETTING_NAMES = frozenset(f.name for f in fields(Settings))
+
+
 class AsyncPurger:
+    """Purge one tree. Keywords: those of the reference interface, then every CLI option."""
+
     def __init__(
         self,
-        settings: Settings,
-        root: RootInfo,
-        logger: logging.Logger,
-        manifest: Manifest | None = None,
-        ui: TerminalUI | None = None,
-        local_child: bool = False,
-        children: ChildProcesses | None = None,
+        root_path: str,
+        max_age_days: float = 30.0,
+        max_concurrency: int = 1000,
+        dry_run: bool = True,
+        log_level: str = "INFO",
+        memory_limit_mb: int = 800,
+        task_batch_size: int = 5000,
+        remove_empty_dirs: bool = False,
+        max_empty_dirs_to_delete: int = 500,
+        **options: Any,
     ) -> None:
-        self.settings = settings
-        self.ui = ui
-        self.root = root
-        self.log = logger
-        self.manifest = manifest if manifest is not None else open_manifest(settings)
-        now_ns = time.time_ns()
-        self.policy = AgePolicy.from_days(
-            settings.max_age_days, now_ns=now_ns, age_by=settings.age_by
-        )
-        self.io_threads = choose_io_threads(settings, root.fs_type)
-        # With --processes, the children are already forked and this process walks shard 0,
-        # with its share of the caps.
-        self.children = children
-        self.processes = children.count if children is not None else 1
-        own = process_settings(settings, 0, self.processes) if self.processes > 1 else settings
-        # One thread processes each listing batch whole, in the thread that listed it; several
-        # threads share a batch in chunks, so that one big directory's lstats run in parallel.
-        batch = settings.task_batch_size
-        self.chunk_size = batch if self.io_threads == 1 else min(batch, NETWORK_CHUNK_SIZE)
-        fd_limit = raise_fd_limit()
-        self.walker = Walker(
-            root_path=root.path,
-            root_fd=root.fd,
-            root_st=root.st,
-            policy=self.policy,
-            dry_run=settings.dry_run,
-            remove_empty_dirs=settings.remove_empty_dirs,
-            max_empty_dirs=own.max_empty_dirs_to_delete,
-            batch_size=settings.task_batch_size,
-            chunk_size=self.chunk_size,
-            park_threshold=max(64, fd_limit // 4),
-            logger=logger,
-            selector=Selector(settings.include, settings.exclude, settings.exclude_dir),
-            one_file_system=settings.one_file_system,
-            mount_paths=mounts.mount_points_below(root.path),
-            max_delete=own.max_delete,
-            keep_young_dirs=settings.keep_young_dirs,
-            shard=Shard(own.shard_index, own.shard_count, group=self.processes),
-            manifest=self.manifest,
-            now_ns=now_ns,
-            listing_events=not local_child,
-        )
-        self.guard: MemoryGuard | None = None
-        self._signal: int | None = None
-        self._started = 0.0
+        unknown = set(options) - _SETTING_NAMES
+        if unknown:
+            raise TypeError(f"AsyncPurger: unknown option(s) {', '.join(sorted(unknown))}")
+        from efspurge.settings import check_settings  # the same checks as the CLI's
 
-    # --- the run --------------------------------------------------------------------------
+        self.settings = check_settings(
+            Settings(
+                path=str(root_path),
+                max_age_days=max_age_days,
+                max_concurrency=max_concurrency,
+                dry_run=dry_run,
+                log_level=log_level,
+                memory_limit_mb=memory_limit_mb,
+                task_batch_size=task_batch_size,
+                remove_empty_dirs=remove_empty_dirs,
+                max_empty_dirs_to_delete=max_empty_dirs_to_delete,
+                **options,
+            )
+        )
+        self.stats: dict[str, object] | None = None
+        self.exit_code: int | None = None
+        self._root: RootInfo | None = None
+        self._logger: logging.Logger | None = None
+        self._manifest: Manifest | None = None
+        self._ui = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        root: RootInfo | None = None,
+        logger: logging.Logger | None = None,
+        manifest: Manifest | None = None,
+        ui: Any = None,
+    ) -> AsyncPurger:
+        """The CLI's way in: settings already resolved and checked."""
+        purger = cls.__new__(cls)
+        purger.settings = settings
+        purger.stats = None
+        purger.exit_code = None
+        purger._root, purger._logger, purger._manifest, purger._ui = root, logger, manifest, ui
+        return purger
+
+    async def purge(self) -> dict[str, object]:
+        """Run, and return the final stats (also left on ``self.stats``)."""
+        return (await self.run()).record
 
     async def run(self) -> Outcome:
-        loop = asyncio.get_running_loop()
-        executor = ThreadPoolExecutor(self.io_threads, thread_name_prefix="efspurge-io")
-        loop.set_default_executor(executor)
-        all_exited = asyncio.Event()
+        settings = self.settings
+        logger = self._logger or setup_logging(settings.log_level)
+        root = self._root or prepare_root(settings.path, settings.age_by in ("atime", "newest"))
+        manifest = self._manifest if self._manifest is not None else open_manifest(settings)
+        try:
+            outcome = await _Run(settings, root, logger, manifest, self._ui).execute()
+        finally:
+            if self._root is None:
+                fsops.close(root.fd)
+        self.stats, self.exit_code = outcome.record, outcome.exit_code
+        return outcome
 
-        def spawn() -> bool:
-            try:
-                executor.submit(self.walker.worker_loop)
-            except RuntimeError:  # no more threads can be started: run with what we have
-                return False
-            return True
 
-        batch = self.settings.task_batch_size
-        queue = WorkQueue(
-            max_workers=self.io_threads,
-            listing_reservation=batch,
-            entry_budget=batch * ENTRY_BUDGET_BATCHES,
-            spawn=spawn,
-            wanted=self.walker.listing_want,
+class _Run:
+    """One run: the walk and everything around it (guard, signals, progress, records)."""
+
+    def __init__(self, settings: Settings, root: RootInfo, logger, manifest, ui) -> None:
+        self.settings = settings
+        self.root = root
+        self.log = logger
+        self.manifest = manifest
+        self.ui = ui
+        self.now_ns = time.time_ns()
+        self.plan: WalkPlan = build_plan(
+            settings,
+            root.path,
+            root.st,
+            root.fs_type,
+            self.now_ns,
+            protected=own_files(settings, manifest),
+            with_manifest=manifest is not None,
+            debug=logger.isEnabledFor(logging.DEBUG),
         )
-        queue.on_all_exited(lambda: loop.call_soon_threadsafe(all_exited.set))
-        self.walker.attach(queue)
-        self.guard = MemoryGuard(self.settings.memory_limit_mb, queue.set_paused, self.log)
-
-        self._log_start()
-        self._install_signal_handlers(loop)
+        self.counts = Counters()
+        self.events = EventLog(logger, root.path, settings.dry_run, manifest)
+        root_node = DirNode("", None, rel="" if self.plan.with_rel else None)
+        root_node.fd, root_node.st = root.fd, root.st
+        self.walker = Walker(self.plan, root_node, self.counts, self.events)
+        self.guard: MemoryGuard | None = None
+        self._signals = 0
         self._started = time.monotonic()
-        background = [asyncio.create_task(self.guard.run())]
-        runtime_limit = None
-        if self.settings.max_runtime > 0:
-            runtime_limit = asyncio.create_task(self._runtime_limit())
-            background.append(runtime_limit)
-        if self.settings.progress_interval > 0:
-            background.append(asyncio.create_task(self._progress_loop(queue)))
+
+    async def execute(self) -> Outcome:
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(self.plan.concurrency, thread_name_prefix="efspurge-io")
+        loop.set_default_executor(executor)
+        self._install_signal_handlers(loop)
+        try:
+            self._log_start()
+            self._take_early_signal()
+            background = self._start_background()
+            try:
+                await self.walker.run()
+            finally:
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                executor.shutdown(wait=True)
+                if self.manifest is not None:
+                    self.manifest.close()
+                if self.ui is not None:
+                    self.ui.stop()
+            outcome = self._finish(time.monotonic() - self._started)
+            await self._publish_metrics(outcome)
+            return outcome
+        finally:
+            self._remove_signal_handlers(loop)
+
+    def _start_background(self) -> list[asyncio.Task]:
+        tasks = []
+        settings = self.settings
+        if settings.memory_limit_mb > 0:
+            self.guard = MemoryGuard(settings.memory_limit_mb, self.walker.set_paused, self.log)
+            tasks.append(asyncio.create_task(self.guard.run()))
+        if settings.max_runtime > 0:
+            tasks.append(asyncio.create_task(self._runtime_limit()))
+        if settings.progress_interval > 0:
+            tasks.append(
+                asyncio.create_task(self._every(settings.progress_interval, self._progress))
+            )
         if self.ui is not None:
             self.ui.start()
-            background.append(asyncio.create_task(self._ui_loop()))
-        try:
-            queue.put(dirs=[self.walker.root])
-            if queue.started == 0:
-                raise RuntimeError("could not start any I/O thread")
-            if self.children is not None:
-                await self.children.attach(self.log)
-            await all_exited.wait()
-            if runtime_limit is not None:
-                # This walk is over; a child that runs on keeps its own time budget.
-                runtime_limit.cancel()
-            if self.children is not None:
-                await self.children.wait()
-        finally:
-            if self.children is not None:
-                self.children.kill()  # only if something above failed: they are done otherwise
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            self._remove_signal_handlers(loop)
-            self.walker.close_all()
-            executor.shutdown(wait=True)
-            if self.manifest is not None:
-                self.manifest.close()
-            if self.ui is not None:
-                self.ui.stop()
-        outcome = self._outcome(time.monotonic() - self._started)
-        if self.ui is not None:
-            self.ui.summary(outcome.record)
-        return outcome
+            tasks.append(asyncio.create_task(self._every(0.25, self._ui_update)))
+        return tasks
 
     async def _runtime_limit(self) -> None:
         await asyncio.sleep(self.settings.max_runtime)
@@ -294,7 +306,13 @@ class AsyncPurger:
             "Maximum runtime reached: finishing in-flight operations, then stopping",
             extra={"extra_fields": {"max_runtime_seconds": self.settings.max_runtime}},
         )
-        self.walker.request_stop("max_runtime")
+        self.walker.request_stop(StopReason.MAX_RUNTIME)
+
+    @staticmethod
+    async def _every(interval: float, action: Callable[[], Awaitable[None] | None]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            action()
 
     # --- signals --------------------------------------------------------------------------
 
@@ -306,130 +324,96 @@ class AsyncPurger:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
 
+    def _take_early_signal(self) -> None:
+        """A signal that arrived before the loop's handlers existed (see efspurge.signals)."""
+        try:
+            from efspurge.signals import early_signal
+        except ImportError:
+            return
+        signum = early_signal()
+        if signum is not None:
+            self._on_signal(signum)
+
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
-        if self._signal is not None:
+        self._signals += 1
+        if self._signals > 1:
             # A second signal: the user insists. Every system call is atomic, so exiting now
             # leaves nothing half-deleted; only the final record is lost.
             self.log.warning(f"Second {name}: exiting at once", extra={"extra_fields": {}})
-            if self.children is not None:
-                self.children.kill()
             os._exit(128 + signum)
-        self._signal = signum
-        if self.children is not None:
-            self.children.send_signal(signum)
         self.log.warning(
             f"Received {name}: finishing in-flight operations, then stopping",
             extra={"extra_fields": {"signal": name}},
         )
-        self.walker.request_stop(name)
+        self.walker.request_stop(StopReason[name])
 
     # --- records --------------------------------------------------------------------------
 
     def _log_start(self) -> None:
-        fields = self.settings.as_log_fields()
-        fields.update(
+        fields_ = self.settings.as_log_fields()
+        fields_.update(
+            version=__version__,
             root=self.root.path,
             filesystem_type=self.root.fs_type or "unknown",
-            io_threads=self.io_threads,
-            chunk_size=self.chunk_size,
-            cutoff=datetime.fromtimestamp(self.policy.cutoff_ns / 1e9, UTC).isoformat(),
+            io_threads=self.plan.concurrency,
+            max_in_flight=self.plan.concurrency,
+            cutoff=datetime.fromtimestamp(
+                (self.now_ns - round(self.settings.max_age_days * 86400e9)) / 1e9, UTC
+            ).isoformat()
+            if self.settings.max_age_days < 100_000
+            else None,
             pid=os.getpid(),
         )
-        self.log.info("Starting purge operation", extra={"extra_fields": fields})
+        self.log.info("Starting purge operation", extra={"extra_fields": fields_})
 
-    def _snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> dict[str, object]:
         """Counts so far, for the progress record and the live display."""
-        counts = total(self.walker.counters)
-        if self.children is not None:
-            for child in list(self.children.progress.values()):
-                add_record_counts(counts, child)
+        c = self.counts
         elapsed = time.monotonic() - self._started
         return {
-            "files_scanned": counts.files_scanned,
-            "files_to_purge": counts.files_to_purge,
-            "files_purged": counts.files_purged,
-            "bytes_to_purge": counts.bytes_to_purge,
-            "bytes_freed": counts.bytes_freed,
-            "dirs_scanned": counts.dirs_scanned,
-            "empty_dirs_deleted": counts.empty_dirs_deleted,
-            "errors": counts.errors,
+            "files_scanned": c.files_scanned,
+            "files_to_purge": c.files_to_purge,
+            "files_purged": c.files_purged,
+            "bytes_to_purge": c.bytes_to_purge,
+            "bytes_freed": c.bytes_freed,
+            "dirs_scanned": c.dirs_scanned,
+            "empty_dirs_deleted": c.empty_dirs_deleted,
+            "errors": c.errors,
             "elapsed_seconds": round(elapsed, 1),
-            "files_per_second": round(counts.files_scanned / max(elapsed, 1e-9), 1),
-            "memory_mb": round(self.guard.rss_mb(), 1) if self.guard else 0.0,
+            "files_per_second": round(c.files_scanned / max(elapsed, 1e-9), 1),
+            "memory_mb": round(self.guard.rss_mb(), 1) if self.guard else None,
         }
 
-    async def _ui_loop(self) -> None:
-        assert self.ui is not None
-        while True:
-            self.ui.update(self._snapshot())
-            await asyncio.sleep(0.25)
+    def _progress(self) -> None:
+        fields_ = self.snapshot()
+        fields_.update(self.walker.statistics())
+        self.log.info("Progress", extra={"extra_fields": fields_})
 
-    async def _progress_loop(self, queue: WorkQueue) -> None:
-        while True:
-            await asyncio.sleep(self.settings.progress_interval)
-            fields = self._snapshot()
-            fields.update(asdict(queue.stats()))
-            self.log.info("Progress", extra={"extra_fields": fields})
+    def _ui_update(self) -> None:
+        self.ui.update(self.snapshot())
 
-    def _outcome(self, duration: float) -> Outcome:
-        counts = total(self.walker.counters)
-        stop_reason = self.walker.stop_reason
-        breakdown = merge_breakdowns([c.breakdown for c in self.walker.counters])
-        peak_mb = peak_rss_mb()
-        manifest_lines = self.manifest.lines if self.manifest else 0
-        for child in self.children.results.values() if self.children else ():
-            if child.record is None:  # it died without its final record
-                self.log.error(
-                    "A child process failed",
-                    extra={"extra_fields": {"process": child.index, "exit_code": child.exit_code}},
-                )
-                stop_reason = stop_reason or "child process failed"
-                continue
-            add_record_counts(counts, child.record)
-            breakdown = merge_report_records(breakdown, child.record)
-            peak_mb += child.record.get("peak_memory_mb", 0)
-            manifest_lines += child.record.get("manifest_lines", 0)
-            stop_reason = stop_reason or child.record.get("stop_reason")
+    def _finish(self, duration: float) -> Outcome:
+        stop = self.walker.stop_reason
         report = RunReport(
             dry_run=self.settings.dry_run,
             duration_seconds=duration,
-            interrupted=stop_reason is not None,
-            stop_reason=stop_reason,
+            stop_reason=stop,
             memory_backpressure_events=self.guard.events if self.guard else 0,
-            io_threads=self.io_threads,
+            io_threads=self.plan.concurrency,
             filesystem_type=self.root.fs_type or "unknown",
             extra={
                 "shard_index": self.settings.shard_index,
                 "shard_count": self.settings.shard_count,
-                "processes": self.processes,
-                **breakdown,
-                **({"manifest_lines": manifest_lines} if self.manifest else {}),
+                **({"manifest_lines": self.manifest.lines} if self.manifest else {}),
             },
         )
-        record = final_record(counts, report)
-        # With --processes, the sum of the processes' peaks: what a pod's memory limit sees
-        # at worst.
-        record["peak_memory_mb"] = round(peak_mb, 1)
-        code = {
-            "SIGINT": EXIT_SIGINT,
-            "SIGTERM": EXIT_SIGTERM,
-            "internal error": EXIT_FATAL,
-            "child process failed": EXIT_FATAL,
-            "max_delete": EXIT_MAX_DELETE,
-            "max_runtime": EXIT_MAX_RUNTIME,
-        }.get(stop_reason or "", EXIT_ENTRY_ERRORS if counts.errors else EXIT_OK)
-        if self.settings.metrics_file or self.settings.pushgateway:
-            from efspurge import metrics  # prometheus_client costs ~25 ms to import: only if asked
-
-            published = metrics.publish(record, self.settings, code, self.log)
-            record["metrics_published"] = published
-            if not published and self.settings.fail_on_push_error and code == EXIT_OK:
-                code = EXIT_METRICS
+        record = final_record(self.counts, report)
+        code = exit_code_of(stop, self.counts.errors)
         record["exit_code"] = code
         # The final record is written whatever --log-level says: it is the run's result.
         # logger.handle() applies filters but not the level threshold.
-        level = logging.INFO if code == EXIT_OK else logging.WARNING
+        level = logging.INFO if code == ExitCode.OK else logging.WARNING
         self.log.handle(
             self.log.makeRecord(
                 self.log.name,
@@ -442,4 +426,44 @@ class AsyncPurger:
                 extra={"extra_fields": record},
             )
         )
+        if self.ui is not None:
+            self.ui.summary(record)
         return Outcome(record, code)
+
+    async def _publish_metrics(self, outcome: Outcome) -> None:
+        """After the final record: publish within one deadline; a signal abandons it."""
+        settings = self.settings
+        if not (settings.metrics_file or settings.pushgateway):
+            return
+        from efspurge import metrics  # prometheus_client costs ~25 ms to import: only if asked
+
+        work = _in_daemon_thread(
+            metrics.publish, outcome.record, settings, outcome.exit_code, self.log
+        )
+        stop = asyncio.create_task(self._wait_for_signal())
+        done, _ = await asyncio.wait(
+            {work, stop}, timeout=METRICS_DEADLINE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+        stop.cancel()
+        published = work in done and work.result() is True
+        if published:
+            self.log.info("Metrics published", extra={"extra_fields": {}})
+        else:
+            reason = "interrupted by a signal" if stop in done else "deadline passed"
+            if work in done:
+                reason = "failed"
+            self.log.warning(
+                "Metrics not published",
+                extra={
+                    "extra_fields": {"reason": reason, "deadline_seconds": METRICS_DEADLINE_SECONDS}
+                },
+            )
+        if stop in done and self.walker.stop_reason is not None:
+            outcome.exit_code = self.walker.stop_reason.exit_code
+        elif not published and settings.fail_on_push_error and outcome.exit_code == ExitCode.OK:
+            outcome.exit_code = ExitCode.METRICS
+
+    async def _wait_for_signal(self) -> None:
+        before = self._signals
+        while self._signals == before:
+            await asyncio.sleep(0.05)

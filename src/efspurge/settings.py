@@ -47,7 +47,9 @@ class Settings:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     exclude_dir: tuple[str, ...] = ()
-    keep_young_dirs: bool = True
+    # Opt-in rail: keep an empty directory found empty whose own mtime is newer than this
+    # many seconds (0: off, every empty directory goes, as the reference does).
+    keep_empty_dirs_newer_than: float = 0.0
     # Scale-out: this process handles the files of shard `shard_index` of `shard_count`.
     shard_index: int = 0
     shard_count: int = 1
@@ -232,7 +234,7 @@ class OptionSpec:
 OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("max_age_days", parse_float, _finite_non_negative),
     OptionSpec("max_concurrency", parse_int, _at_least(1)),
-    OptionSpec("memory_limit_mb", parse_int, _at_least(1)),
+    OptionSpec("memory_limit_mb", parse_int, _at_least(0)),
     OptionSpec("task_batch_size", parse_int, _at_least(1)),
     OptionSpec("dry_run", parse_bool),
     OptionSpec("remove_empty_dirs", parse_bool),
@@ -249,7 +251,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("include", parse_pattern, validate_patterns, multiple=True),
     OptionSpec("exclude", parse_pattern, validate_patterns, multiple=True),
     OptionSpec("exclude_dir", parse_pattern, validate_patterns, multiple=True),
-    OptionSpec("keep_young_dirs", parse_bool),
+    OptionSpec("keep_empty_dirs_newer_than", parse_duration, _finite_non_negative),
     OptionSpec("shard_index", parse_int, _at_least(0)),
     OptionSpec("shard_count", parse_int, _at_least(1)),
     OptionSpec("manifest", parse_file_path),
@@ -323,3 +325,20 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
     if path is None:
         raise SettingsError(f"PATH: no root path given (pass it as an argument or set {PATH_ENV})")
     return Settings(path=path, **chosen)
+
+
+def check_settings(settings: Settings) -> Settings:
+    """The range checks of every option, for a Settings built in Python (the API)."""
+    for spec in OPTIONS:
+        value = getattr(settings, spec.field)
+        if value is None or spec.check is None or (spec.multiple and not value):
+            continue
+        problem = spec.check(tuple(value) if spec.multiple else value)
+        if problem:
+            raise SettingsError(f"{spec.field}: {problem}")
+    if not 0 <= settings.shard_index < settings.shard_count:
+        raise SettingsError(
+            f"shard_index: must be between 0 and {settings.shard_count - 1}, "
+            f"got {settings.shard_index}"
+        )
+    return settings

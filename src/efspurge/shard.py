@@ -36,16 +36,13 @@ def shard_of(key: int, count: int) -> int:
 
 
 class Shard:
-    __slots__ = ("count", "group", "index")
+    __slots__ = ("count", "index")
 
-    def __init__(self, index: int = 0, count: int = 1, group: int = 1) -> None:
+    def __init__(self, index: int = 0, count: int = 1) -> None:
         if not 0 <= index < count:
             raise ValueError(f"shard index {index} is not in 0..{count - 1}")
         self.index = index
         self.count = count
-        # With --processes P, shards come in groups of P local processes of one user shard;
-        # files of the same group are not "other shards" from the user's point of view.
-        self.group = group
 
     @property
     def active(self) -> bool:

@@ -1,13 +1,12 @@
-"""Counters, rates and the final record.
+"""Counters, stop reasons, exit codes and the final record.
 
-Each worker thread owns one :class:`Counters` and is the only writer of it, so counting needs
-no lock on the hot path. Readers (the progress record, the final record) add them up; a sum
-taken while workers run is a consistent-enough snapshot for progress, and the final sum is
-taken after every worker has stopped.
+The counters live on the event loop and only the loop changes them (threads return their
+counts as data), so they need no lock and a snapshot is always consistent.
 """
 
 from __future__ import annotations
 
+import enum
 import resource
 import sys
 from dataclasses import dataclass, field, fields
@@ -25,7 +24,7 @@ OTHER = "(other)"
 
 
 class Breakdown:
-    """What was selected for deletion, by top-level directory and by age. One per thread."""
+    """What was selected for deletion, by top-level directory and by age."""
 
     __slots__ = ("by_age", "by_top")
 
@@ -42,23 +41,26 @@ class Breakdown:
             cell = self.by_top.setdefault(name, [0, 0])
         return cell
 
+    def add(self, top: str, files: int, size: int, by_age: dict[int, list[int]]) -> None:
+        """A batch's selected files: ``by_age`` maps a bucket index to [files, bytes]."""
+        if not files:
+            return
+        cell = self.top(top)
+        cell[0] += files
+        cell[1] += size
+        for index, (n, b) in by_age.items():
+            self.by_age[index][0] += n
+            self.by_age[index][1] += b
+
 
 def age_edges(now_ns: int) -> list[int]:
     """Ascending timestamps for bisect: index i is the bucket AGE_LABELS[i]."""
     return [now_ns - days * NS_PER_DAY for days in AGE_EDGES_DAYS]
 
 
-def merge_breakdowns(parts: list[Breakdown]) -> dict[str, dict[str, dict[str, int]]]:
-    tops: dict[str, list[int]] = {}
-    ages = [[0, 0] for _ in AGE_LABELS]
-    for part in list(parts):
-        for name, (files, size) in list(part.by_top.items()):
-            cell = tops.setdefault(name, [0, 0])
-            cell[0] += files
-            cell[1] += size
-        for cell, (files, size) in zip(ages, part.by_age, strict=True):
-            cell[0] += files
-            cell[1] += size
+def breakdown_tables(part: Breakdown) -> dict[str, dict[str, dict[str, int]]]:
+    """The report's two tables: the largest top-level directories, and the age buckets."""
+    tops, ages = part.by_top, part.by_age
     ranked = sorted(((k, v) for k, v in tops.items() if k != OTHER), key=lambda kv: -kv[1][1])
     shown = dict(ranked[:TOP_LEVEL_REPORTED])
     rest = ranked[TOP_LEVEL_REPORTED:] + ([(OTHER, tops[OTHER])] if OTHER in tops else [])
@@ -96,43 +98,38 @@ class Counters:
     errors: int = 0
     breakdown: Breakdown = field(default_factory=Breakdown, compare=False, repr=False)
 
-    def add(self, other: Counters) -> None:
-        for name in COUNT_FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
 
 COUNT_FIELDS = tuple(f.name for f in fields(Counters) if f.name != "breakdown")
 
 
-def total(parts: list[Counters]) -> Counters:
-    result = Counters()
-    for part in list(parts):
-        result.add(part)
-    return result
+class StopReason(enum.Enum):
+    """Why a run stopped before the walk was complete, with the exit code it gives."""
+
+    SIGINT = ("SIGINT", 130)
+    SIGTERM = ("SIGTERM", 143)
+    MAX_DELETE = ("max_delete", 4)
+    MAX_RUNTIME = ("max_runtime", 5)
+    MANIFEST = ("manifest write failed", 3)
+    STDOUT_CLOSED = ("stdout closed", 141)
+    INTERNAL = ("internal error", 3)
+
+    def __init__(self, label: str, exit_code: int) -> None:
+        self.label = label
+        self.exit_code = exit_code
 
 
-def add_record_counts(counts: Counters, record: dict) -> None:
-    """Add the counts of another process's record (progress or final) to ``counts``."""
-    for name in COUNT_FIELDS:
-        value = record.get(name)
-        if isinstance(value, int):
-            setattr(counts, name, getattr(counts, name) + value)
+class ExitCode(enum.IntEnum):
+    OK = 0
+    ENTRY_ERRORS = 1
+    USAGE = 2
+    FATAL = 3
+    METRICS = 6
 
 
-def merge_report_records(mine: dict, other: dict) -> dict:
-    """The report of two processes together. Another process's top-level list is already cut
-    to its largest entries, so a merged ``(other)`` is approximate; totals are exact."""
-    parts = []
-    for source in (mine, other):
-        part = Breakdown()
-        for name, cell in source.get("by_top_level_dir", {}).items():
-            part.by_top[name] = [cell["files"], cell["bytes"]]
-        for i, label in enumerate(AGE_LABELS):
-            cell = source.get("by_age", {}).get(label)
-            if cell:
-                part.by_age[i] = [cell["files"], cell["bytes"]]
-        parts.append(part)
-    return merge_breakdowns(parts)
+def exit_code_of(stop: StopReason | None, errors: int) -> int:
+    if stop is not None:
+        return stop.exit_code
+    return ExitCode.ENTRY_ERRORS if errors else ExitCode.OK
 
 
 def peak_rss_mb() -> float:
@@ -160,8 +157,7 @@ class RunReport:
 
     dry_run: bool
     duration_seconds: float = 0.0
-    interrupted: bool = False
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     memory_backpressure_events: int = 0
     io_threads: int = 0
     filesystem_type: str = "unknown"
@@ -178,12 +174,13 @@ def final_record(counts: Counters, report: RunReport) -> dict[str, object]:
         mb_freed=round(counts.bytes_freed / MIB, 2),
         mb_to_purge=round(counts.bytes_to_purge / MIB, 2),
         dry_run=report.dry_run,
-        interrupted=report.interrupted,
-        stop_reason=report.stop_reason,
+        interrupted=report.stop_reason is not None,
+        stop_reason=report.stop_reason.label if report.stop_reason else None,
         peak_memory_mb=peak_rss_mb(),
         memory_backpressure_events=report.memory_backpressure_events,
         io_threads=report.io_threads,
         filesystem_type=report.filesystem_type,
     )
+    record.update(breakdown_tables(counts.breakdown))
     record.update(report.extra)
     return record

@@ -1,0 +1,192 @@
+"""The walk's configuration, derived once from the settings: one object, read-only.
+
+Everything the loop and the threads need to decide is here: the rules a thread applies to a
+listing and to files (pure functions, shared read-only across threads), the sizes of batches,
+the caps, and the budgets that bound memory and descriptors.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from efspurge import manifest as manifest_lines
+from efspurge import mounts
+from efspurge.fsops import FileRules, ListRules
+from efspurge.policy import AgePolicy
+from efspurge.selection import Selector
+from efspurge.settings import Settings
+from efspurge.shard import Shard, child_key
+from efspurge.stats import age_edges
+
+# Threads on a network filesystem when --io-threads is auto (never above --max-concurrency).
+# Measured on slowfs (PERFORMANCE.md): past a few hundred, two cores are saturated by the GIL
+# and the FUSE round trips, and more threads only add contention.
+NETWORK_IO_THREADS = 256
+# Files per batch on a network filesystem, where several threads share a big directory's files
+# (its unlinks serialize on the directory's lock, its lstats do not). Measured on slowfs
+# (balanced 20k): 128-file batches 0.90-1.22 s, 512-file batches 0.69-0.82 s.
+NETWORK_CHUNK_SIZE = 512
+# New directories listed in one thread call on a local disk: a tree of many small directories
+# then costs one hand-off per few dozen directories, not one per directory.
+DIRS_PER_CALL_LOCAL = 64
+# A directory's first listing step reads this many entries at most: most directories are
+# small, and a batch of several new directories must stay bounded.
+FIRST_VISIT_ENTRIES = 512
+# Listed-but-unhandled entries allowed, in listing batches: bounds memory by construction.
+ENTRY_BUDGET_BATCHES = 8
+
+
+class StopFlag:
+    """Read by the threads between files; set on the loop. A plain attribute: under the GIL a
+    read sees either value, and a thread that reads False a moment late finishes one file."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def __call__(self) -> bool:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class WalkPlan:
+    dry_run: bool
+    remove_empty_dirs: bool
+    max_delete: int
+    max_empty_dirs: int
+    concurrency: int  # batches in flight = threads in the pool
+    batch_size: int
+    first_visit: int
+    dirs_per_call: int
+    chunk_size: int
+    inline_files: bool  # one thread lists and deletes (local) or threads share files (network)
+    fd_budget: int
+    entry_budget: int
+    list_rules: ListRules
+    file_rules: FileRules
+    shard: Shard | None
+    child_key: Callable[[int, str], int]
+    young_dir_cutoff_ns: int | None
+    with_rel: bool
+    stop: StopFlag
+
+    @property
+    def inline_rules(self) -> FileRules | None:
+        return self.file_rules if self.inline_files else None
+
+
+def choose_io_threads(settings: Settings, fs_type: str | None) -> int:
+    if settings.io_threads is not None:
+        wanted = settings.io_threads
+    elif mounts.is_local(fs_type):
+        # Local metadata calls take microseconds: more threads only contend for the GIL
+        # (measured: 2 threads are 2x slower than 1 on tmpfs).
+        wanted = 1
+    else:
+        wanted = NETWORK_IO_THREADS
+    return max(1, min(wanted, settings.max_concurrency))
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft descriptor limit to the hard one; return the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def fd_budget(limit: int) -> int:
+    """Directory descriptors the walk may hold: half the limit, leaving room for the log,
+    the manifest, the thread pool and the libraries; at least 8 (a limit of 64 gives 16)."""
+    return max(8, limit // 2 - 16)
+
+
+def build_plan(
+    settings: Settings,
+    root_path: str,
+    root_st: os.stat_result,
+    fs_type: str | None,
+    now_ns: int,
+    protected: frozenset[tuple[int, int]] = frozenset(),
+    with_manifest: bool = False,
+    debug: bool = False,
+    fd_limit: int | None = None,
+) -> WalkPlan:
+    policy = AgePolicy.from_days(settings.max_age_days, now_ns=now_ns, age_by=settings.age_by)
+    threads = choose_io_threads(settings, fs_type)
+    inline = threads == 1
+    batch = settings.task_batch_size
+    shard = Shard(settings.shard_index, settings.shard_count) if settings.shard_count > 1 else None
+    selector = Selector(settings.include, settings.exclude, settings.exclude_dir)
+    mount_rel = frozenset(
+        os.path.relpath(p, root_path) for p in mounts.mount_points_below(root_path)
+    )
+    with_rel = with_manifest or selector.needs_path or bool(mount_rel)
+    stop = StopFlag()
+    edges, timestamp = age_edges(now_ns), policy.timestamp
+    action = manifest_lines.WOULD_DELETE if settings.dry_run else manifest_lines.DELETE
+
+    def line_of(rel: str, st: os.stat_result) -> str:
+        return manifest_lines.file_line(action, rel, st.st_size, st.st_mtime_ns)
+
+    def theirs_stay(dir_fd: int, names: list[str]) -> bool:
+        from efspurge.fsops import any_stays
+
+        return any_stays(dir_fd, names, policy.is_expired)
+
+    noatime = settings.age_by in ("atime", "newest")
+    list_rules = ListRules(
+        batch_size=batch,
+        same_dev=root_st.st_dev if settings.one_file_system else None,
+        noatime=noatime,
+        mount_points=mount_rel if settings.one_file_system else frozenset(),
+        file_filter=selector.file_selected if selector.filters_files else None,
+        dir_filter=selector.dir_excluded if selector.filters_dirs else None,
+        owner_filter=shard.owns_file if shard else None,
+        theirs_stay=theirs_stay
+        if shard and settings.dry_run and settings.remove_empty_dirs
+        else None,
+        debug=debug,
+    )
+    file_rules = FileRules(
+        is_expired=policy.is_expired,
+        age_bucket=lambda st: bisect_right(edges, timestamp(st)),
+        dry_run=settings.dry_run,
+        protected=protected,
+        write_manifest=line_of if with_manifest else None,
+        debug=debug,
+        stopped=stop,
+    )
+    young = settings.keep_empty_dirs_newer_than
+    limit = fd_limit if fd_limit is not None else raise_fd_limit()
+    return WalkPlan(
+        dry_run=settings.dry_run,
+        remove_empty_dirs=settings.remove_empty_dirs,
+        max_delete=settings.max_delete,
+        max_empty_dirs=settings.max_empty_dirs_to_delete,
+        concurrency=threads,
+        batch_size=batch,
+        first_visit=min(batch, FIRST_VISIT_ENTRIES),
+        dirs_per_call=DIRS_PER_CALL_LOCAL if inline else 1,
+        chunk_size=batch if inline else min(batch, NETWORK_CHUNK_SIZE),
+        inline_files=inline,
+        fd_budget=fd_budget(limit),
+        entry_budget=batch * ENTRY_BUDGET_BATCHES,
+        list_rules=list_rules,
+        file_rules=file_rules,
+        shard=shard,
+        child_key=child_key if shard else (lambda key, name: 0),
+        young_dir_cutoff_ns=now_ns - round(young * 1e9) if young > 0 else None,
+        with_rel=with_rel,
+        stop=stop,
+    )
