@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -151,7 +152,8 @@ class FileRules:
     """What a thread needs to decide on files. Pure values and functions, shared read-only."""
 
     is_expired: Callable[[os.stat_result], bool]
-    age_bucket: Callable[[os.stat_result], int]
+    timestamp: Callable[[os.stat_result], int]  # the --age-by timestamp, for the age report
+    age_edges: list[int]  # ascending bucket edges of the age report
     dry_run: bool
     protected: frozenset[tuple[int, int]] = frozenset()  # (dev, ino) of our own output files
     write_manifest: Callable[[str, os.stat_result], str] | None = None  # rel path -> line
@@ -179,77 +181,82 @@ class FileResults:
 
 
 def purge_files(
-    dir_fd: int,
-    names: list[str],
-    rules: FileRules,
-    slots: int | None,
-    rel_dir: str | None,
-    out: FileResults | None = None,
+    dir_fd: int, names: list[str], rules: FileRules, slots: int | None, rel_dir: str | None
 ) -> FileResults:
     """lstat each file, delete the expired ones (at most ``slots`` of them; None = no cap).
 
-    The per-file hot loop: names are bound locally; only the stat this loop makes itself
-    decides (never a ``DirEntry`` stat, whose descriptor may be gone by now).
+    The per-file hot loop: names and counts are locals, added to the result once. Only the
+    stat this loop makes decides (never a ``DirEntry`` stat, whose descriptor may be gone).
     """
-    out = out if out is not None else FileResults()
+    out = FileResults()
     lstat, unlink, is_reg = lstat_at, unlink_file, stat.S_ISREG
-    is_expired, dry_run, debug = rules.is_expired, rules.dry_run, rules.debug
-    protected, line_of, stopped = rules.protected, rules.write_manifest, rules.stopped
-    by_age = out.by_age
-    for i, name in enumerate(names):
-        if stopped():
-            out.kept = True  # the rest is left for the next run
-            break
-        try:
-            st = lstat(dir_fd, name)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                out.vanished += 1  # someone else removed it first: not an error
-            else:
-                out.errors.append((name, "lstat", exc))
-                out.kept = True
-            continue
-        if not is_reg(st.st_mode):
-            out.kept = True  # replaced since the listing: not a file we decided on
-            continue
-        out.scanned += 1
-        if not is_expired(st) or (protected and (st.st_dev, st.st_ino) in protected):
-            out.kept = True
+    is_expired, timestamp, edges = rules.is_expired, rules.timestamp, rules.age_edges
+    dry_run, debug, protected, line_of = rules.dry_run, rules.debug, rules.protected, None
+    if rules.write_manifest is not None:
+        line_of = rules.write_manifest
+    stopped, errors, kept_any = rules.stopped, out.errors, False
+    left = len(names) if slots is None else slots  # --max-delete slots this batch may use
+    age_files = [0] * (len(edges) + 1)
+    age_bytes = [0] * (len(edges) + 1)
+    scanned = selected = selected_bytes = purged = freed = used = vanished = 0
+    try:
+        for i, name in enumerate(names):
+            if not i & 63 and stopped():
+                kept_any = True  # the rest is left for the next run
+                break
+            try:
+                st = lstat(dir_fd, name)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    vanished += 1  # someone else removed it first: not an error
+                else:
+                    errors.append((name, "lstat", exc))
+                    kept_any = True
+                continue
+            if not is_reg(st.st_mode):
+                kept_any = True  # replaced since the listing: not a file we decided on
+                continue
+            scanned += 1
+            if not is_expired(st) or (protected and (st.st_dev, st.st_ino) in protected):
+                kept_any = True
+                if debug:
+                    out.debug.append((name, "kept", st))
+                continue
+            if used >= left:
+                out.refused.extend(names[i:])  # re-examined when slots come back, if ever
+                kept_any = True
+                break
+            used += 1
+            size = st.st_size
+            selected += 1
+            selected_bytes += size
+            bucket = bisect_right(edges, timestamp(st))
+            age_files[bucket] += 1
+            age_bytes[bucket] += size
+            try:
+                unlink(dir_fd, name, dry_run)
+            except OSError as exc:
+                used -= 1  # still selected (a dry run selects it too), but the slot goes back
+                if exc.errno == errno.ENOENT:
+                    vanished += 1
+                else:
+                    errors.append((name, "unlink", exc))
+                    kept_any = True
+                continue
+            if not dry_run:
+                purged += 1
+                # A file's data is freed with its last link: a hard link elsewhere keeps it.
+                if st.st_nlink <= 1:
+                    freed += size
+            if line_of is not None:
+                out.lines.append(line_of(f"{rel_dir}/{name}" if rel_dir else name, st))
             if debug:
-                out.debug.append((name, "kept", st))
-            continue
-        if slots is not None and out.slots_used >= slots:
-            out.refused.extend(names[i:])  # re-examined when slots come back, if ever
-            out.kept = True
-            break
-        out.slots_used += 1
-        out.selected += 1
-        out.selected_bytes += st.st_size
-        cell = by_age.get(b := rules.age_bucket(st))
-        if cell is None:
-            cell = by_age[b] = [0, 0]
-        cell[0] += 1
-        cell[1] += st.st_size
-        try:
-            unlink(dir_fd, name, dry_run)
-        except OSError as exc:
-            # Still counted as selected (a dry run selects it too), but its slot goes back.
-            out.slots_used -= 1
-            if exc.errno == errno.ENOENT:
-                out.vanished += 1
-            else:
-                out.errors.append((name, "unlink", exc))
-                out.kept = True
-            continue
-        if not dry_run:
-            out.purged += 1
-            # A file's data is freed with its last link: a hard link elsewhere keeps it.
-            if st.st_nlink <= 1:
-                out.freed_bytes += st.st_size
-        if line_of is not None:
-            out.lines.append(line_of(f"{rel_dir}/{name}" if rel_dir else name, st))
-        if debug:
-            out.debug.append((name, "deleted", st))
+                out.debug.append((name, "deleted", st))
+    finally:
+        out.scanned, out.selected, out.selected_bytes = scanned, selected, selected_bytes
+        out.purged, out.freed_bytes, out.slots_used = purged, freed, used
+        out.vanished, out.kept = vanished, kept_any
+        out.by_age = {b: [n, age_bytes[b]] for b, n in enumerate(age_files) if n}
     return out
 
 

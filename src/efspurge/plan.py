@@ -7,9 +7,9 @@ the caps, and the budgets that bound memory and descriptors.
 
 from __future__ import annotations
 
+import mmap
 import os
 import resource
-from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +26,9 @@ from efspurge.stats import age_edges
 # Measured on slowfs (PERFORMANCE.md): past a few hundred, two cores are saturated by the GIL
 # and the FUSE round trips, and more threads only add contention.
 NETWORK_IO_THREADS = 256
+# Files per batch sent to a worker process (--processes): big enough that a batch's hand-off
+# costs little per file, small enough that the workers share a big directory evenly.
+PROCESS_CHUNK_SIZE = 1000
 # Files per batch on a network filesystem, where several threads share a big directory's files
 # (its unlinks serialize on the directory's lock, its lstats do not). Measured on slowfs
 # (balanced 20k): 128-file batches 0.90-1.22 s, 512-file batches 0.69-0.82 s.
@@ -41,16 +44,20 @@ ENTRY_BUDGET_BATCHES = 8
 
 
 class StopFlag:
-    """Read by the threads between files; set on the loop. A plain attribute: under the GIL a
-    read sees either value, and a thread that reads False a moment late finishes one file."""
+    """Set on the loop; read between files by the threads and by the worker processes, which
+    is why it lives in an anonymous shared mapping (inherited by fork) and not in an attribute.
+    A reader that sees it a moment late finishes at most a few more files."""
 
-    __slots__ = ("value",)
+    __slots__ = ("_shared",)
 
     def __init__(self) -> None:
-        self.value = False
+        self._shared = mmap.mmap(-1, 1)
+
+    def set(self) -> None:
+        self._shared[0] = 1
 
     def __call__(self) -> bool:
-        return self.value
+        return self._shared[0] == 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +66,8 @@ class WalkPlan:
     remove_empty_dirs: bool
     max_delete: int
     max_empty_dirs: int
-    concurrency: int  # batches in flight = threads in the pool
+    concurrency: int  # batches in flight in threads = threads in the pool
+    workers: int  # worker processes for file batches (--processes N: N - 1)
     batch_size: int
     first_visit: int
     dirs_per_call: int
@@ -92,6 +100,32 @@ def choose_io_threads(settings: Settings, fs_type: str | None) -> int:
     return max(1, min(wanted, settings.max_concurrency))
 
 
+def choose_processes(settings: Settings, fs_type: str | None) -> int:
+    """Processes sharing the work: 'auto' is 2 on a local filesystem with 2 or more CPUs (the
+    work is CPU-bound there), else 1 (a network filesystem waits on round trips: threads)."""
+    if settings.processes is not None:
+        return settings.processes
+    if mounts.is_local(fs_type) and available_cpus() >= 2:
+        return 2
+    return 1
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, lowered by a cgroup v2 CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
+            quota, period = f.read().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
 def raise_fd_limit() -> int:
     """Raise the soft descriptor limit to the hard one; return the limit in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -103,6 +137,12 @@ def raise_fd_limit() -> int:
         except (ValueError, OSError):
             pass
     return soft
+
+
+def _chunk_size(batch: int, threads: int, workers: int) -> int:
+    if workers:
+        return min(batch, PROCESS_CHUNK_SIZE)
+    return batch if threads == 1 else min(batch, NETWORK_CHUNK_SIZE)
 
 
 def fd_budget(limit: int) -> int:
@@ -124,7 +164,8 @@ def build_plan(
 ) -> WalkPlan:
     policy = AgePolicy.from_days(settings.max_age_days, now_ns=now_ns, age_by=settings.age_by)
     threads = choose_io_threads(settings, fs_type)
-    inline = threads == 1
+    workers = choose_processes(settings, fs_type) - 1
+    inline = threads == 1 and workers == 0
     batch = settings.task_batch_size
     shard = Shard(settings.shard_index, settings.shard_count) if settings.shard_count > 1 else None
     selector = Selector(settings.include, settings.exclude, settings.exclude_dir)
@@ -133,7 +174,6 @@ def build_plan(
     )
     with_rel = with_manifest or selector.needs_path or bool(mount_rel)
     stop = StopFlag()
-    edges, timestamp = age_edges(now_ns), policy.timestamp
     action = manifest_lines.WOULD_DELETE if settings.dry_run else manifest_lines.DELETE
 
     def line_of(rel: str, st: os.stat_result) -> str:
@@ -160,7 +200,8 @@ def build_plan(
     )
     file_rules = FileRules(
         is_expired=policy.is_expired,
-        age_bucket=lambda st: bisect_right(edges, timestamp(st)),
+        timestamp=policy.timestamp,
+        age_edges=age_edges(now_ns),
         dry_run=settings.dry_run,
         protected=protected,
         write_manifest=line_of if with_manifest else None,
@@ -175,10 +216,11 @@ def build_plan(
         max_delete=settings.max_delete,
         max_empty_dirs=settings.max_empty_dirs_to_delete,
         concurrency=threads,
+        workers=workers,
         batch_size=batch,
         first_visit=min(batch, FIRST_VISIT_ENTRIES),
-        dirs_per_call=DIRS_PER_CALL_LOCAL if inline else 1,
-        chunk_size=batch if inline else min(batch, NETWORK_CHUNK_SIZE),
+        dirs_per_call=DIRS_PER_CALL_LOCAL if threads == 1 else 1,
+        chunk_size=_chunk_size(batch, threads, workers),
         inline_files=inline,
         fd_budget=fd_budget(limit),
         entry_budget=batch * ENTRY_BUDGET_BATCHES,

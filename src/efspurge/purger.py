@@ -45,6 +45,7 @@ from efspurge.stats import (
 )
 from efspurge.tree import DirNode
 from efspurge.walker import Walker
+from efspurge.workers import WorkerPool
 
 METRICS_DEADLINE_SECONDS = 15.0  # the whole publication (textfile and push) at most
 
@@ -252,12 +253,23 @@ class _Run:
         self.events = EventLog(logger, root.path, settings.dry_run, manifest)
         root_node = DirNode("", None, rel="" if self.plan.with_rel else None)
         root_node.fd, root_node.st = root.fd, root.st
-        self.walker = Walker(self.plan, root_node, self.counts, self.events)
+        self.root_node = root_node
         self.guard: MemoryGuard | None = None
         self._signals = 0
         self._started = time.monotonic()
 
     async def execute(self) -> Outcome:
+        # Worker processes are forked first: before any thread exists, before the signal
+        # handlers (a worker must not inherit them).
+        pool = WorkerPool(self.plan.workers, self.plan.file_rules) if self.plan.workers else None
+        self.walker = Walker(self.plan, self.root_node, self.counts, self.events, pool)
+        try:
+            return await self._execute()
+        finally:
+            if pool is not None:
+                pool.close()
+
+    async def _execute(self) -> Outcome:
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(self.plan.concurrency, thread_name_prefix="efspurge-io")
         loop.set_default_executor(executor)
@@ -357,7 +369,8 @@ class _Run:
             root=self.root.path,
             filesystem_type=self.root.fs_type or "unknown",
             io_threads=self.plan.concurrency,
-            max_in_flight=self.plan.concurrency,
+            processes=self.plan.workers + 1,
+            max_in_flight=self.plan.concurrency + self.plan.workers,
             cutoff=datetime.fromtimestamp(
                 (self.now_ns - round(self.settings.max_age_days * 86400e9)) / 1e9, UTC
             ).isoformat()
@@ -405,6 +418,7 @@ class _Run:
             extra={
                 "shard_index": self.settings.shard_index,
                 "shard_count": self.settings.shard_count,
+                "processes": self.plan.workers + 1,
                 **({"manifest_lines": self.manifest.lines} if self.manifest else {}),
             },
         )

@@ -31,11 +31,20 @@ from efspurge.events import EventLog
 from efspurge.plan import WalkPlan
 from efspurge.stats import Counters, StopReason
 from efspurge.tree import Counter, Descriptors, DirNode
+from efspurge.workers import MAX_FDS_PER_BATCH, FileJob, WorkerPool
 
 
 class Walker:
-    def __init__(self, plan: WalkPlan, root: DirNode, counts: Counters, events: EventLog):
+    def __init__(
+        self,
+        plan: WalkPlan,
+        root: DirNode,
+        counts: Counters,
+        events: EventLog,
+        pool: WorkerPool | None = None,
+    ):
         self.plan = plan
+        self.pool = pool
         self.root = root
         self.counts = counts
         self.events = events
@@ -48,7 +57,8 @@ class Walker:
         self.queued_entries = 0  # names and directories listed but not yet handled
         self.remover = EmptyDirRemover(plan, counts, events, self.fds)
         events.stop = self.request_stop
-        self.slots = asyncio.Semaphore(plan.concurrency)
+        # Batches in flight: one per thread of the pool, and one per worker process.
+        self.slots = asyncio.Semaphore(plan.concurrency + (len(pool.workers) if pool else 0))
         self.in_flight = 0
         self.reopening: set[DirNode] = set()
         self.wake = asyncio.Event()
@@ -68,7 +78,7 @@ class Walker:
         """Stop handing out work; in-flight batches end early. The first reason is reported."""
         if self.stop_reason is None:
             self.stop_reason = reason
-            self.plan.stop.value = True
+            self.plan.stop.set()
             if self.on_stop is not None:
                 self.on_stop(reason)
         self.wake.set()
@@ -320,6 +330,9 @@ class Walker:
         if node.fd is None:
             # Closed to stay in budget meanwhile: reopen it, then come back to these files.
             return self._reopen_unit(node)
+        worker = self.pool.idle() if self.pool is not None else None
+        if worker is not None:
+            return self._worker_unit(worker)
         self.files.popleft()
         self.queued_entries -= len(names)
         granted = self.deletes.reserve(len(names))
@@ -332,6 +345,39 @@ class Walker:
             self.deletes.settle(granted, result.slots_used)
             self._apply_files(node, result)
             self._release(node)
+
+        return unit
+
+    def _worker_unit(self, worker) -> Callable[[], Any]:
+        """Batches of several directories' files for a worker process, with their descriptors."""
+        batch: list[tuple[DirNode, list[str]]] = []
+        total = 0
+        while self.files and len(batch) < MAX_FDS_PER_BATCH and total < self.plan.chunk_size:
+            node, names = self.files[0]
+            if node.fd is None:
+                break
+            self.files.popleft()
+            self.queued_entries -= len(names)
+            self.fds.pin(node)
+            batch.append((node, names))
+            total += len(names)
+        granted = self.deletes.reserve(total)
+        worker.busy = True
+
+        async def unit() -> None:
+            fds = [node.fd for node, _ in batch]
+            jobs = [FileJob(names, node.rel) for node, names in batch]
+            try:
+                results = await worker.run(fds, jobs, granted)
+            finally:
+                worker.busy = False
+            used = 0
+            for (node, _), result in zip(batch, results, strict=True):
+                self.fds.unpin(node)
+                used += result.slots_used
+                self._apply_files(node, result)
+                self._release(node)
+            self.deletes.settle(granted, used)
 
         return unit
 

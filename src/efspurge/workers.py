@@ -1,0 +1,173 @@
+"""File batches in worker processes (``--processes N``): a second core for a CPU-bound purge.
+
+On a local disk the work is CPU-bound: every ``lstat`` and ``unlink`` passes the GIL, so one
+CPython process cannot use a second core. ``--processes N`` forks N-1 worker processes at the
+start of the run; the walk itself stays in the parent, on its event loop, with all of its state
+(the tree, the caps, the counts, the empty-directory remover). A worker only runs
+:func:`efspurge.fsops.purge_files` on batches the parent sends it, and returns the results as
+data, exactly as a thread does. So every mode gives the same result by construction: the
+decisions are made in one place, the caps are reserved in one place.
+
+Each batch carries the directory's descriptor itself (``SCM_RIGHTS`` over a Unix socket pair):
+the worker works in the very directory the parent opened and checked, never by path. Workers
+are forked before any thread exists, inherit the rules (plain data and closures), share the
+stop flag through an anonymous shared mapping, and ignore SIGINT/SIGTERM: a signal sent to the
+whole process group (systemd, some container runtimes) is the parent's to handle, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import signal
+import socket
+import struct
+from dataclasses import dataclass
+
+from efspurge import fsops
+from efspurge.fsops import FileResults, FileRules
+
+_HEADER = struct.Struct("!I")
+MAX_FDS_PER_BATCH = 64  # directories in one message (SCM_RIGHTS allows up to 253)
+
+
+@dataclass(slots=True)
+class FileJob:
+    """One directory's part of a batch: its files, and the relative path for the manifest."""
+
+    names: list[str]
+    rel_dir: str | None
+
+
+def _send(sock: socket.socket, payload: object, fds: list[int] = ()) -> None:
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    message = _HEADER.pack(len(data)) + data
+    sent = socket.send_fds(sock, [message], list(fds)) if fds else sock.send(message)
+    if sent < len(message):
+        sock.sendall(message[sent:])
+
+
+def _recv_exact(sock: socket.socket, size: int, first: bytes = b"") -> bytes:
+    """At least ``size`` bytes: ``first`` and what follows it on the socket."""
+    chunks, got = [first], len(first)
+    while got < size:
+        chunk = sock.recv(min(size - got, 1 << 20))
+        if not chunk:
+            raise EOFError("the other side closed")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _serve(sock: socket.socket, rules: FileRules) -> None:
+    """A worker's whole life: receive a batch with its descriptors, purge, answer."""
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 16, MAX_FDS_PER_BATCH)
+        except OSError:
+            return
+        if not data:
+            return  # the parent closed its end: the run is over
+        data = _recv_exact(sock, _HEADER.size, data)
+        (size,) = _HEADER.unpack(data[: _HEADER.size])
+        body = _recv_exact(sock, size, data[_HEADER.size :])
+        jobs, slots = pickle.loads(body)
+        try:
+            reply: object = _run_jobs(fds, jobs, slots, rules)
+        except BaseException as exc:  # reported to the parent as an internal error
+            reply = RuntimeError(f"worker {os.getpid()}: {exc!r}")
+        finally:
+            for fd in fds:
+                os.close(fd)
+        _send(sock, reply)
+
+
+def _run_jobs(fds: list[int], jobs: list[FileJob], slots: int | None, rules: FileRules):
+    results = []
+    used = 0
+    for fd, job in zip(fds, jobs, strict=True):
+        left = None if slots is None else slots - used
+        result = fsops.purge_files(fd, job.names, rules, left, job.rel_dir)
+        used += result.slots_used
+        results.append(result)
+    return results
+
+
+class Worker:
+    __slots__ = ("busy", "pid", "sock")
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.busy = False
+
+    async def run(self, fds: list[int], jobs: list[FileJob], slots: int | None):
+        """Send one batch and wait for its results (the loop stays free meanwhile)."""
+        loop = asyncio.get_running_loop()
+        self.sock.setblocking(True)  # the worker is idle and reading: the send cannot stall
+        _send(self.sock, (jobs, slots), fds)
+        self.sock.setblocking(False)
+        head = await _read_exact(loop, self.sock, _HEADER.size)
+        (size,) = _HEADER.unpack(head)
+        reply = pickle.loads(await _read_exact(loop, self.sock, size))
+        if isinstance(reply, BaseException):
+            raise reply
+        results: list[FileResults] = reply
+        return results
+
+
+async def _read_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = await loop.sock_recv(sock, min(size - got, 1 << 20))
+        if not chunk:
+            raise EOFError("a worker process exited")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+class WorkerPool:
+    """The forked workers, and which of them is idle."""
+
+    def __init__(self, count: int, rules: FileRules) -> None:
+        self.workers: list[Worker] = []
+        for _ in range(count):
+            parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            pid = os.fork()
+            if pid == 0:  # the worker
+                parent_end.close()
+                for other in self.workers:
+                    other.sock.close()
+                _become_worker(child_end, rules)
+            child_end.close()
+            self.workers.append(Worker(pid, parent_end))
+
+    def idle(self) -> Worker | None:
+        return next((w for w in self.workers if not w.busy), None)
+
+    def close(self) -> None:
+        """End the workers: closing their socket is their signal to exit."""
+        for worker in self.workers:
+            worker.sock.close()
+        for worker in self.workers:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(worker.pid, 0)
+        self.workers = []
+
+
+def _become_worker(sock: socket.socket, rules: FileRules) -> None:
+    code = 0
+    try:
+        # The parent's loop routes signals through a wake-up descriptor that this process
+        # inherited: detach from it, and leave SIGINT/SIGTERM to the parent.
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _serve(sock, rules)
+    except BaseException:
+        code = 3
+    finally:
+        os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
