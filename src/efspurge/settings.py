@@ -316,6 +316,9 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
     _resolve_shard(chosen, environ)
 
     path = cli_values.get("path")
+    if path is not None and not path.strip():
+        # An unset variable in `efspurge "$EFS_PATH"` must not mean the working directory.
+        raise SettingsError(f"PATH: the root path argument is empty ({path!r})")
     if path is None:
         path = environ.get(PATH_ENV)
         if path is not None and not path.strip():
