@@ -21,6 +21,7 @@ from efspurge.purger import (
     open_manifest,
     prepare_root,
 )
+from efspurge.rootcheck import refusal_reason
 from efspurge.settings import (
     OPTIONS,
     PATH_ENV,
@@ -166,6 +167,22 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _os_error(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def refuse_root(raw_path: str) -> None:
+    """Raise SettingsError (one line) if the root, symlinks resolved, is a refused path."""
+    try:
+        resolved = os.path.realpath(raw_path, strict=False)
+    except OSError as exc:  # e.g. /proc/1/root: the link itself cannot be read
+        raise SettingsError(f"PATH: {raw_path!r} cannot be resolved: {_os_error(exc)}") from None
+    reason = refusal_reason(resolved)
+    if reason is not None:
+        via = "" if resolved == raw_path else f" (resolved to {resolved!r})"
+        raise SettingsError(f"PATH: refusing to purge {raw_path!r}{via}: it {reason}")
+
+
 def _run_forked_child(settings: Settings, parent_root: RootInfo, manifest) -> int:
     """Process p of a --processes run, just forked: its own root descriptor, JSON lines out."""
     # A descriptor shared with the parent would share its directory offset: reopen, and
@@ -194,10 +211,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logger = setup_logging(settings.log_level, handler=ui.log_handler() if fmt == "text" else None)
     try:
+        refuse_root(settings.path)
         root = prepare_root(settings.path)
         manifest = open_manifest(settings)
     except SettingsError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # anything else about the root: one line, not a traceback
+        return _fail(f"PATH: {settings.path!r} cannot be used: {_os_error(exc)}")
     children = None
     count = choose_processes(settings, root.fs_type)
     if count > 1:
