@@ -5,6 +5,7 @@ Every test runs the installed executable on a real tree and looks at the disk af
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -149,3 +150,67 @@ def test_unreadable_magic_link_root_is_one_line_exit_2():
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+# --- 4. odd timestamps in the manifest ------------------------------------------------------
+
+YEAR_1_NS = -62_135_596_800 * 10**9
+ODD_OLD = {
+    "before-year-1": YEAR_1_NS - 10**8 * 10**9,  # about 3 years before year 1
+    "negative": -1 * 10**9 - 1,  # 1969-12-31T23:59:58.999999999
+    "year-1": YEAR_1_NS,
+}
+FAR_FUTURE = 10**8 * 86_400 * 10**9  # about year 275,000: young, kept
+
+
+def _set_mtime_ns(path: Path, ns: int) -> None:
+    os.utime(path, ns=(ns, ns))
+    if os.stat(path).st_mtime_ns != ns:
+        pytest.skip(f"this filesystem cannot store the timestamp {ns}")
+
+
+@pytest.mark.parametrize("dry", [False, True], ids=["real", "dry-run"])
+def test_odd_timestamps_are_data_and_every_deleted_file_is_in_the_manifest(tmp_path, dry):
+    root = tmp_path / "root"
+    for name, ns in ODD_OLD.items():
+        make_file(root / name, old=True)
+        _set_mtime_ns(root / name, ns)
+    make_file(root / "future", old=False)
+    _set_mtime_ns(root / "future", FAR_FUTURE)
+    make_file(root / "plain", old=True)
+    manifest = tmp_path / "m.jsonl"
+    result = run_cli(str(root), "--manifest", str(manifest), *(["--dry-run"] if dry else []))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    stats = final(result.stdout)
+    expected = {*ODD_OLD, "plain"}
+    assert stats["files_purged" if not dry else "files_to_purge"] == len(expected)
+    assert stats["manifest_lines"] == len(expected)
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert {line["path"] for line in lines} == expected
+    by_path = {line["path"]: line for line in lines}
+    assert by_path["before-year-1"]["mtime"] == "-0003-10-31T14:13:20+00:00"
+    assert by_path["before-year-1"]["mtime_ns"] == ODD_OLD["before-year-1"]
+    assert by_path["negative"]["mtime"] == "1969-12-31T23:59:58.999999+00:00"
+    assert by_path["year-1"]["mtime"] == "0001-01-01T00:00:00+00:00"
+    assert "mtime_ns" not in by_path["negative"] and "mtime_ns" not in by_path["plain"]
+    remaining = snapshot(root)
+    assert remaining == (snapshot_of(expected | {"future"}) if dry else {"file:future"})
+
+
+def snapshot_of(names) -> set[str]:
+    return {f"file:{n}" for n in names}
+
+
+def test_iso_utc_agrees_with_datetime_and_never_raises():
+    from datetime import UTC, datetime, timedelta
+
+    from efspurge.manifest import iso_utc
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for ns in (0, -1, 1_700_000_000_123_456_789, YEAR_1_NS, 253_402_300_799_999_999_999):
+        seconds, below = divmod(ns, 10**9)
+        expected = epoch + timedelta(seconds=seconds, microseconds=below // 1000)
+        assert iso_utc(ns) == expected.isoformat()
+    assert iso_utc(253_402_300_800 * 10**9) == "+10000-01-01T00:00:00+00:00"
+    assert iso_utc(-(10**40)).startswith("-")
+    assert iso_utc(10**40).startswith("+")

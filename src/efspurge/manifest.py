@@ -16,7 +16,12 @@ import base64
 import json
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+
+# The nanosecond range of years 1-9999, where ``mtime`` is plain ISO 8601.
+_MIN_NS = int((datetime(1, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds())
+_MIN_NS *= 1_000_000_000
+_MAX_NS = (date.max.toordinal() + 1 - date(1970, 1, 1).toordinal()) * 86_400 * 1_000_000_000
 
 # Actions, the same words in a dry run and a real run but for the "would_" prefix.
 DELETE, WOULD_DELETE, RMDIR, WOULD_RMDIR = "delete", "would_delete", "rmdir", "would_rmdir"
@@ -34,9 +39,49 @@ def path_fields(relpath: str) -> dict[str, str]:
         }
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_MAX_ORDINAL = date.max.toordinal()
+_DAYS_PER_400_YEARS = 146_097  # the Gregorian calendar repeats every 400 years
+
+
+def iso_utc(ns: int) -> str:
+    """Nanoseconds since the epoch as ISO 8601 in UTC, for any integer: never raises.
+
+    Inside years 1-9999 the text is ``datetime.isoformat()``'s (microseconds, truncated,
+    shown when not zero). Outside, the year is written in ISO 8601's expanded form with a sign
+    (``-0001-12-31T23:59:59+00:00``, ``+10000-01-01T00:00:00+00:00``), computed with the
+    proleptic Gregorian calendar. Integer arithmetic only: no float rounding.
+    """
+    seconds, below = divmod(ns, 1_000_000_000)
+    days, second_of_day = divmod(seconds, 86_400)
+    ordinal = _EPOCH_ORDINAL + days
+    cycles = 0
+    if not 1 <= ordinal <= _MAX_ORDINAL:
+        cycles = days // _DAYS_PER_400_YEARS  # move into the 1970-2370 cycle
+        ordinal -= cycles * _DAYS_PER_400_YEARS
+    day = date.fromordinal(ordinal)
+    hour, rest = divmod(second_of_day, 3600)
+    minute, second = divmod(rest, 60)
+    clock = f"{hour:02d}:{minute:02d}:{second:02d}"
+    micro = below // 1000
+    if micro:
+        clock += f".{micro:06d}"
+    year = day.year + 400 * cycles
+    year_text = f"{year:04d}" if 1 <= year <= 9999 else f"{year:+05d}"
+    return f"{year_text}-{day.month:02d}-{day.day:02d}T{clock}+00:00"
+
+
 def file_line(action: str, relpath: str, size: int, mtime_ns: int) -> str:
-    record = {"action": action, **path_fields(relpath), "size": size}
-    record["mtime"] = datetime.fromtimestamp(mtime_ns / 1e9, UTC).isoformat()
+    """One manifest line. Never raises on odd metadata: a file's timestamp is data.
+
+    ``mtime`` is ISO 8601 (see ``iso_utc``); when its year is outside 1-9999 (possible on
+    tmpfs and other filesystems with 64-bit seconds), the line also carries ``mtime_ns``, the
+    exact integer, since most date parsers reject expanded years.
+    """
+    record: dict[str, object] = {"action": action, **path_fields(relpath), "size": size}
+    record["mtime"] = iso_utc(mtime_ns)
+    if not _MIN_NS <= mtime_ns < _MAX_NS:
+        record["mtime_ns"] = mtime_ns
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
