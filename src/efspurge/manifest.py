@@ -13,6 +13,7 @@ base64) next to a readable ``path`` in which the undecodable bytes appear as ``\
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import threading
@@ -89,27 +90,141 @@ def dir_line(action: str, relpath: str) -> str:
     return json.dumps({"action": action, **path_fields(relpath)}, ensure_ascii=False) + "\n"
 
 
+class ManifestError(OSError):
+    """The manifest could not be written: the audit trail is incomplete from here on.
+
+    An ``OSError`` (``errno``/``strerror`` are the failed call's, ``filename`` the manifest's
+    path) so that existing ``except OSError`` keep working; raised by ``Manifest.write`` and
+    ``Manifest.close``. The file still ends with a complete line (see ``Manifest.write``).
+
+    ``unwritten`` holds the lines of the failed batch that are not in the file (each ends with
+    a newline): the caller can report them elsewhere, since they may describe files already
+    deleted. ``torn`` is True only when a partial line could not be removed from the file
+    (another process of the run appended after it, or the truncation itself failed).
+    """
+
+    def __init__(
+        self,
+        errno_: int | None,
+        message: str,
+        path: str,
+        unwritten: tuple[str, ...] = (),
+        torn: bool = False,
+    ) -> None:
+        super().__init__(errno_, message, path)
+        self.unwritten = unwritten
+        self.torn = torn
+
+
 class Manifest:
+    """The manifest file. ``lines`` counts the lines this process wrote completely.
+
+    After the first failure every later ``write`` raises ``ManifestError`` at once, without
+    touching the file: a run must not go on deleting once its audit trail is broken.
+    """
+
     def __init__(self, path: str, append: bool = False) -> None:
         # Opened before the walk starts: a manifest that cannot be written stops the run
         # before anything is deleted. O_APPEND, and one write() per batch: several processes
         # of one run (--processes) can share the file without tearing each other's lines.
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        self.path = path
         self._fd = os.open(path, flags if append else flags | os.O_TRUNC, 0o644)
         self._lock = threading.Lock()
         self.lines = 0
+        self.failed: ManifestError | None = None
+        self._cause = ""
 
     def write(self, lines: list[str]) -> None:
+        """Append complete lines (each ends with a newline), or raise ``ManifestError``.
+
+        A write can be partial (a full filesystem takes what fits, then refuses the rest with
+        ENOSPC; EIO, EDQUOT, EFBIG likewise). Then the complete lines that made it stay, the
+        torn tail is cut off with ``ftruncate`` (to the offset where the last complete line
+        ends, only if nothing was appended after it since), ``lines`` counts only the complete
+        lines, and ``ManifestError`` carries the lines that are not in the file.
+        """
         if not lines:
             return
-        data = memoryview("".join(lines).encode("utf-8"))
+        data = "".join(lines).encode("utf-8")
         with self._lock:
-            while data:
-                written = os.write(self._fd, data)
-                data = data[written:]
+            if self.failed is not None:
+                raise ManifestError(
+                    self.failed.errno,
+                    f"--manifest: not written since an earlier failure: {self._cause}",
+                    self.path,
+                    tuple(lines),
+                )
+            written = 0
+            start = end = -1  # file offsets of this batch's bytes, when contiguous
+            try:
+                while written < len(data):
+                    count = os.write(self._fd, data[written:])
+                    # O_APPEND: the offset is now the end of what this write appended.
+                    offset = os.lseek(self._fd, 0, os.SEEK_CUR)
+                    if written == 0:
+                        start = offset - count
+                    elif offset - count != end:
+                        start = -1  # another process appended between our pieces
+                    end = offset
+                    written += count
+            except OSError as exc:
+                raise self._fail(exc, lines, data, written, start, end) from exc
             self.lines += len(lines)
 
+    def _fail(
+        self, exc: OSError, lines: list[str], data: bytes, written: int, start: int, end: int
+    ) -> ManifestError:
+        complete = data.rfind(b"\n", 0, written) + 1  # bytes of whole lines written
+        kept = data[:complete].count(b"\n")
+        torn = False
+        if complete < written:
+            torn = not self._cut(start + complete if start >= 0 else -1, end)
+        self.lines += kept
+        error = ManifestError(
+            exc.errno,
+            f"--manifest: cannot write: {exc.strerror or exc}; {len(lines) - kept} of "
+            f"{len(lines)} lines of the last batch are not in the file"
+            + (" and the file may end with a partial line" if torn else ""),
+            self.path,
+            tuple(lines[kept:]),
+            torn,
+        )
+        self.failed = error
+        self._cause = exc.strerror or str(exc)
+        return error
+
+    def _cut(self, good: int, end: int) -> bool:
+        """Truncate the file to ``good`` if it still ends at ``end``. True when done."""
+        if good < 0:
+            return False
+        try:
+            # A POSIX lock (per process, unlike flock, which forked processes would share)
+            # serializes the repairs of the run's processes. Normal writes take no lock (a
+            # lock on NFS costs round trips and cache flushes): a process appending between
+            # the check and the truncation is possible in theory, and only on a full disk.
+            fcntl.lockf(self._fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(self._fd).st_size != end:
+                    return False
+                os.ftruncate(self._fd, good)
+                return True
+            finally:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        except OSError:
+            return False
+
     def close(self) -> None:
+        """fsync and close. Raises ``ManifestError`` when the data could not be made durable
+        (on NFS a write error often shows only here); the descriptor is closed either way."""
         with self._lock:
-            os.fsync(self._fd)
-            os.close(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise ManifestError(
+                    exc.errno,
+                    f"--manifest: cannot flush to disk: {exc.strerror or exc}",
+                    self.path,
+                ) from exc
+            finally:
+                os.close(self._fd)
