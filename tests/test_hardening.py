@@ -324,3 +324,36 @@ def test_needs_engine_full_manifest_every_deleted_file_is_recorded(tmp_path, ful
     assert missing <= recorded
     stats = final(result.stdout)
     assert stats["files_purged"] == len(missing)
+
+
+# --- 8. a huge --max-age-days ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--max-age-days", "800000"], None, "--max-age-days"),
+        (["--max-age-days", "1e300"], None, "--max-age-days"),
+        (["--max-age-days", "100000.5"], None, "--max-age-days"),
+        ([], {"EFSPURGE_MAX_AGE_DAYS": "3000000"}, "EFSPURGE_MAX_AGE_DAYS"),
+    ],
+)
+def test_huge_max_age_is_a_usage_error_not_a_failed_purge(tmp_path, args, env, needle):
+    """Exit 3 ("Purge failed") told a scheduler to retry; this is a configuration error."""
+    make_file(tmp_path / "root/epoch", old=True)
+    os.utime(tmp_path / "root/epoch", (0, 0))
+    before = snapshot(tmp_path)
+    result = run_cli(str(tmp_path / "root"), *args, env=env)
+    assert result.returncode == 2, result.stdout[-500:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "100000" in lines[0]
+    assert snapshot(tmp_path) == before
+
+
+def test_largest_max_age_runs_and_selects_nothing_recent(tmp_path):
+    make_file(tmp_path / "root/epoch", old=True)
+    os.utime(tmp_path / "root/epoch", (0, 0))
+    result = run_cli(str(tmp_path / "root"), "--max-age-days", "100000")
+    assert result.returncode == 0, result.stderr
+    assert final(result.stdout)["files_purged"] == 0
+    assert snapshot(tmp_path / "root") == {"file:epoch"}

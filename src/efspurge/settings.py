@@ -201,6 +201,19 @@ def _finite_non_negative(value: float) -> str | None:
     return None
 
 
+# About 273 years: older than any file a filesystem dates in this era, yet a cutoff every
+# date routine can still represent. A larger age is surely a mistake (1e300, a typo in a
+# units conversion) and is refused rather than run.
+MAX_AGE_DAYS = 100_000
+
+
+def _age_days(value: float) -> str | None:
+    problem = _finite_non_negative(value)
+    if problem is None and value > MAX_AGE_DAYS:
+        problem = f"must be at most {MAX_AGE_DAYS} (about 273 years), got {value:g}"
+    return problem
+
+
 def _at_least(minimum: int) -> Callable[[int], str | None]:
     def check(value: int) -> str | None:
         return None if value >= minimum else f"must be at least {minimum}, got {value}"
@@ -230,7 +243,7 @@ class OptionSpec:
 
 
 OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("max_age_days", parse_float, _finite_non_negative),
+    OptionSpec("max_age_days", parse_float, _age_days),
     OptionSpec("max_concurrency", parse_int, _at_least(1)),
     OptionSpec("memory_limit_mb", parse_int, _at_least(1)),
     OptionSpec("task_batch_size", parse_int, _at_least(1)),
