@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from efspurge import __version__
-from efspurge.jsonlog import setup_logging
-from efspurge.processes import fork_children
-from efspurge.purger import (
-    EXIT_FATAL,
-    EXIT_USAGE,
-    AsyncPurger,
-    RootInfo,
-    choose_processes,
-    open_manifest,
-    prepare_root,
-)
-from efspurge.rootcheck import refusal_reason
-from efspurge.settings import (
-    OPTIONS,
-    PATH_ENV,
-    Settings,
-    SettingsError,
-    resolve_settings,
-)
-from efspurge.terminal import TerminalUI, choose_format
+# Only light modules at import time: main() installs the early signal handlers before the
+# engine (asyncio, the purger, rich...) is imported, which takes most of the start-up time.
+from efspurge import __version__, signals
+
+if TYPE_CHECKING:
+    from efspurge.purger import RootInfo
+    from efspurge.settings import Settings
+
+EXIT_USAGE = 2  # the same as efspurge.purger.EXIT_USAGE, without importing the engine
 
 HELP = {
     "max_age_days": "files whose modification time is older than this many days are deleted "
@@ -124,6 +111,8 @@ def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from efspurge.settings import OPTIONS, PATH_ENV
+
     parser = _Parser(
         prog="efspurge",
         description="Delete regular files older than a given age below PATH, concurrently, "
@@ -173,6 +162,9 @@ def _os_error(exc: OSError) -> str:
 
 def refuse_root(raw_path: str) -> None:
     """Raise SettingsError (one line) if the root, symlinks resolved, is a refused path."""
+    from efspurge.rootcheck import refusal_reason
+    from efspurge.settings import SettingsError
+
     try:
         resolved = os.path.realpath(raw_path, strict=False)
     except OSError as exc:  # e.g. /proc/1/root: the link itself cannot be read
@@ -185,6 +177,11 @@ def refuse_root(raw_path: str) -> None:
 
 def _run_forked_child(settings: Settings, parent_root: RootInfo, manifest) -> int:
     """Process p of a --processes run, just forked: its own root descriptor, JSON lines out."""
+    import asyncio
+
+    from efspurge.jsonlog import setup_logging
+    from efspurge.purger import EXIT_FATAL, AsyncPurger, prepare_root
+
     # A descriptor shared with the parent would share its directory offset: reopen, and
     # check that it is still the very root the parent checked.
     os.close(parent_root.fd)
@@ -198,6 +195,21 @@ def _run_forked_child(settings: Settings, parent_root: RootInfo, manifest) -> in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    signals.install_early()  # first: a SIGTERM from now on stops the run, with its record
+    import asyncio
+
+    from efspurge.jsonlog import setup_logging
+    from efspurge.processes import fork_children
+    from efspurge.purger import (
+        EXIT_FATAL,
+        AsyncPurger,
+        choose_processes,
+        open_manifest,
+        prepare_root,
+    )
+    from efspurge.settings import SettingsError, resolve_settings
+    from efspurge.terminal import TerminalUI, choose_format
+
     args = build_parser().parse_args(argv)
     try:
         settings: Settings = resolve_settings(vars(args), os.environ)

@@ -13,6 +13,7 @@ base64) next to a readable ``path`` in which the undecodable bytes appear as ``\
 from __future__ import annotations
 
 import base64
+import errno
 import fcntl
 import json
 import os
@@ -133,6 +134,11 @@ class Manifest:
         self._lock = threading.Lock()
         self.lines = 0
         self.failed: ManifestError | None = None
+        try:
+            os.lseek(self._fd, 0, os.SEEK_CUR)
+            self._seekable = True
+        except OSError:
+            self._seekable = False
         self._cause = ""
 
     def write(self, lines: list[str]) -> None:
@@ -161,16 +167,25 @@ class Manifest:
                 while written < len(data):
                     count = os.write(self._fd, data[written:])
                     # O_APPEND: the offset is now the end of what this write appended.
-                    offset = os.lseek(self._fd, 0, os.SEEK_CUR)
-                    if written == 0:
+                    offset = self._offset()
+                    if offset < 0 or (written and offset - count != end):
+                        start = -1  # unknown, or another process appended in between
+                    elif not written:
                         start = offset - count
-                    elif offset - count != end:
-                        start = -1  # another process appended between our pieces
                     end = offset
                     written += count
             except OSError as exc:
                 raise self._fail(exc, lines, data, written, start, end) from exc
             self.lines += len(lines)
+
+    def _offset(self) -> int:
+        """The file offset, or -1 where there is none (a pipe: --manifest /dev/stdout)."""
+        if not self._seekable:
+            return -1
+        try:
+            return os.lseek(self._fd, 0, os.SEEK_CUR)
+        except OSError:
+            return -1
 
     def _fail(
         self, exc: OSError, lines: list[str], data: bytes, written: int, start: int, end: int
@@ -221,6 +236,8 @@ class Manifest:
             try:
                 os.fsync(self._fd)
             except OSError as exc:
+                if exc.errno == errno.EINVAL:  # a pipe or FIFO (--manifest /dev/stdout)
+                    return
                 raise ManifestError(
                     exc.errno,
                     f"--manifest: cannot flush to disk: {exc.strerror or exc}",
