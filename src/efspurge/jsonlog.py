@@ -6,8 +6,12 @@ fields under ``extra_fields`` (an empty object when a record has none).
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -28,10 +32,73 @@ class _RecordFormatter(JsonFormatter):
             }
 
 
+def _is_broken_pipe(exc: BaseException | None) -> bool:
+    return isinstance(exc, BrokenPipeError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.ECONNRESET)
+    )
+
+
+class _BrokenPipeGuard:
+    """Turns "stdout was closed" (``efspurge ROOT | head -1``) into one callback and silence.
+
+    Installed as the handler's ``handleError``: any other error keeps the standard behaviour.
+    On the first EPIPE the handler drops every later record, the stream's descriptor is
+    pointed at /dev/null (so that the interpreter's final flush of stdout does not print
+    "Exception ignored ... BrokenPipeError" either), and ``on_broken_pipe`` is called once,
+    in the thread that was logging.
+    """
+
+    def __init__(
+        self,
+        handler: logging.Handler,
+        stream: Any,
+        on_broken_pipe: Callable[[], None] | None,
+    ) -> None:
+        self._handler = handler
+        self._stream = stream
+        self._standard = handler.handleError
+        self._callback = on_broken_pipe
+        self._lock = threading.Lock()
+        self.broken = False
+
+    def __call__(self, record: logging.LogRecord) -> None:
+        if not _is_broken_pipe(sys.exc_info()[1]):
+            self._standard(record)
+            return
+        with self._lock:
+            if self.broken:
+                return
+            self.broken = True
+        self._handler.addFilter(lambda _record: False)
+        self._point_at_devnull()
+        if self._callback is not None:
+            self._callback()
+
+    def _point_at_devnull(self) -> None:
+        stream = self._stream if self._stream is not None else sys.stdout
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return  # not a real file (a StringIO in tests): nothing to flush at exit
+        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+
 def setup_logging(
-    level: str, stream: Any = None, handler: logging.Handler | None = None
+    level: str,
+    stream: Any = None,
+    handler: logging.Handler | None = None,
+    on_broken_pipe: Callable[[], None] | None = None,
 ) -> logging.Logger:
-    """JSON lines on ``stream`` (stdout), unless another handler (terminal mode) is given."""
+    """JSON lines on ``stream`` (stdout), unless another handler (terminal mode) is given.
+
+    When the reader of the output goes away (a closed pipe), no traceback is printed: the
+    output is silenced and ``on_broken_pipe`` is called once (from the logging thread; the
+    engine uses it as a stop request, see ``_BrokenPipeGuard``).
+    """
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
     if handler is None:
@@ -42,6 +109,9 @@ def setup_logging(
                 rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
             )
         )
+    handler.handleError = _BrokenPipeGuard(  # type: ignore[method-assign]
+        handler, getattr(handler, "stream", stream), on_broken_pipe
+    )
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
