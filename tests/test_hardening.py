@@ -5,6 +5,7 @@ Every test runs the installed executable on a real tree and looks at the disk af
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import os
@@ -489,3 +490,64 @@ def test_needs_engine_closed_stdout_stops_the_run_with_141(tmp_path):
     code, err = _run_and_close_stdout_after_one_line(root)
     assert code == 141, err
     assert 0 < len(list(root.iterdir())) < 5000  # stopped: some old files are still there
+
+
+# --- 17. every JSON line parses with a strict parser ----------------------------------------
+
+
+def _strict_json(line: bytes):
+    """What a strict parser accepts: UTF-8 text, and no lone surrogate in any string (which
+    Python's json.loads lets through as \\udcXX, and Go, Rust or jq reject)."""
+    value = json.loads(line.decode("utf-8", "strict"))
+
+    def check(item):
+        if isinstance(item, str):
+            item.encode("utf-8", "strict")
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                check(key)
+                check(sub)
+        elif isinstance(item, list):
+            for sub in item:
+                check(sub)
+
+    check(value)
+    return value
+
+
+@pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "real"])
+def test_non_utf8_names_give_strict_json_with_recoverable_bytes(tmp_path, dry):
+    root = tmp_path / "root"
+    root.mkdir()
+    names = [b"caf\xe9.log", b"\xff\xfe", b"ok.log"]
+    for name in names:
+        path = os.path.join(os.fsencode(root), name)
+        with open(path, "wb"):
+            pass
+        os.utime(path, (0, 0))
+    subdir = os.path.join(os.fsencode(root), b"dir\x80")
+    os.mkdir(subdir)
+    young = os.path.join(subdir, b"young\x81")
+    with open(young, "wb"):
+        pass
+    result = subprocess.run(
+        [EFSPURGE, str(root), "--log-level", "DEBUG", *(["--dry-run"] if dry else [])],
+        capture_output=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    records = [_strict_json(line) for line in result.stdout.splitlines()]
+    action = "Would delete file" if dry else "Deleted file"
+    deleted = [r["extra_fields"] for r in records if r["message"] == action]
+    recovered = {
+        base64.b64decode(f["path_b64"]) if "path_b64" in f else os.fsencode(f["path"])
+        for f in deleted
+    }
+    assert recovered == {os.path.join(os.fsencode(root), n) for n in names}
+    assert any(f.get("path", "").endswith("caf\\xe9.log") for f in deleted)
+    kept = [r["extra_fields"] for r in records if r["message"] == "Kept"]
+    assert any(base64.b64decode(f["path_b64"]) == young for f in kept if "path_b64" in f)
+    remaining = set(os.listdir(os.fsencode(root)))
+    assert remaining == ({*names, b"dir\x80"} if dry else {b"dir\x80"})
+    assert os.listdir(subdir) == [b"young\x81"]

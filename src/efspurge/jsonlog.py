@@ -2,10 +2,18 @@
 
 Every record is one line: ``timestamp``, ``level``, ``message``, ``logger`` and the structured
 fields under ``extra_fields`` (an empty object when a record has none).
+
+Every line is valid JSON for a strict parser, in ASCII. Names on Linux are bytes, and a name
+that is not valid UTF-8 reaches Python as a string with lone surrogates (``\\udcff``), which
+strict JSON parsers reject. Such a string is written with each undecodable byte shown as
+``\\xNN`` (a literal backslash, x and two hex digits), and the field ``<key>_b64`` next to it
+carries the exact bytes (base64), as in the manifest: ``"path": "a\\xff.log"``,
+``"path_b64": "Yf8ubG9n"``.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import logging
 import os
@@ -30,6 +38,38 @@ class _RecordFormatter(JsonFormatter):
                 **log_record["extra_fields"],
                 "traceback": log_record.pop("exc_info"),
             }
+
+    def process_log_record(self, log_record: dict[str, Any]) -> dict[str, Any]:
+        return _valid_text(super().process_log_record(log_record))
+
+
+def _raw_bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")  # the bytes a name really has
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")  # a surrogate from elsewhere
+
+
+def _valid_text(value: Any) -> Any:
+    """``value`` with every string made valid Unicode (see the module docstring)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _raw_bytes(value).decode("utf-8", "backslashreplace")
+        return value
+    if isinstance(value, dict):
+        cleaned: dict[Any, Any] = {}
+        for key, item in value.items():
+            # A key can be a name too (the report by top-level directory): shown, not b64.
+            name = _valid_text(key)
+            cleaned[name] = _valid_text(item)
+            if isinstance(item, str) and cleaned[name] is not item:
+                cleaned[f"{name}_b64"] = base64.b64encode(_raw_bytes(item)).decode("ascii")
+        return cleaned
+    if isinstance(value, list | tuple):
+        return [_valid_text(item) for item in value]
+    return value
 
 
 def _is_broken_pipe(exc: BaseException | None) -> bool:
