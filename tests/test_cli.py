@@ -135,7 +135,6 @@ def _bad(args, env=None):
         (["--task-batch-size", "0"], None, "--task-batch-size"),
         (["--max-empty-dirs-to-delete", "-1"], None, "--max-empty-dirs-to-delete"),
         (["--log-level", "LOUD"], None, "--log-level"),
-        (["--no-such-flag"], None, "--no-such-flag"),
         ([], {"EFSPURGE_MAX_AGE_DAYS": "soon"}, "EFSPURGE_MAX_AGE_DAYS"),
         ([], {"EFSPURGE_REMOVE_EMPTY_DIRS": "perhaps"}, "EFSPURGE_REMOVE_EMPTY_DIRS"),
         ([], {"EFSPURGE_MAX_CONCURRENCY": "-3"}, "EFSPURGE_MAX_CONCURRENCY"),
@@ -149,6 +148,28 @@ def test_bad_input_is_one_clear_line_exit_2_and_nothing_changes(tree, args, env,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert needle in lines[0]
+    assert result.stdout == ""
+    assert snapshot(tree) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "suggestion"),
+    [
+        (["--no-such-flag"], ""),
+        (["--dryrun"], " (did you mean --dry-run?)"),
+        (["--max-age", "0"], " (did you mean --max-age-days?)"),  # abbreviations are off
+        (["--dry"], " (did you mean --dry-run?)"),
+    ],
+)
+def test_unknown_flag_is_one_line_plus_a_help_hint_and_nothing_changes(tree, args, suggestion):
+    before = snapshot(tree)
+    result = run_cli(str(tree), *args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith(f"efspurge: error: unrecognized arguments: {args[0]}")
+    assert lines[0].endswith(suggestion)
+    assert lines[1] == "Try 'efspurge --help' for more information."
     assert result.stdout == ""
     assert snapshot(tree) == before
 

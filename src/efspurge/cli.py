@@ -93,10 +93,33 @@ METAVARS = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the flag, not a usage dump."""
+    """argparse, but a usage error is one line naming the flag, not a usage dump.
+
+    Abbreviations are off (``--dry`` is not ``--dry-run``): a future option must never change
+    what an existing command line means. An unknown flag gets the closest real one, if any,
+    and a second line pointing at --help.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            message += self._closest(message.partition(":")[2].split())
+            hint = f"Try '{self.prog} --help' for more information.\n"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n{hint}")
+
+    def _closest(self, unknown: list[str]) -> str:
+        import difflib
+
+        flags = [f for action in self._actions for f in action.option_strings]
+        for word in unknown:
+            if word.startswith("--"):
+                match = difflib.get_close_matches(word.partition("=")[0], flags, n=1)
+                if match:
+                    return f" (did you mean {match[0]}?)"
+        return ""
 
 
 def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
