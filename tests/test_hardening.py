@@ -551,3 +551,38 @@ def test_non_utf8_names_give_strict_json_with_recoverable_bytes(tmp_path, dry):
     remaining = set(os.listdir(os.fsencode(root)))
     assert remaining == ({*names, b"dir\x80"} if dry else {b"dir\x80"})
     assert os.listdir(subdir) == [b"young\x81"]
+
+
+# --- 13. a misspelled EFSPURGE_ variable ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "closest"),
+    [
+        ("EFSPURGE_DRYRUN", "EFSPURGE_DRY_RUN"),
+        ("EFSPURGE_MAX_AGE", "EFSPURGE_MAX_AGE_DAYS"),
+        ("EFSPURGE_EXCLUDE_DIRS", "EFSPURGE_EXCLUDE_DIR"),
+        ("EFSPURGE_NONSENSE", None),
+    ],
+)
+def test_unknown_variable_is_an_error_and_nothing_is_deleted(tmp_path, variable, closest):
+    make_file(tmp_path / "root/old.log", old=True)
+    before = snapshot(tmp_path)
+    result = run_cli(str(tmp_path / "root"), env={variable: "1"})
+    assert result.returncode == 2, result.stdout[-500:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"efspurge: error: {variable}")
+    assert "unknown variable" in lines[0]
+    if closest:
+        assert f"did you mean {closest}?" in lines[0]
+    else:
+        assert "did you mean" not in lines[0]
+    assert snapshot(tmp_path) == before
+
+
+def test_known_non_option_variables_are_accepted(tmp_path):
+    make_file(tmp_path / "root/old.log", old=True)
+    env = {"EFSPURGE_PATH": str(tmp_path / "root"), "EFSPURGE_TEST_VENV": ".venv-test"}
+    result = run_cli("--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    assert final(result.stdout)["files_to_purge"] == 1

@@ -6,6 +6,7 @@ the tree is touched. Each error names the flag or the variable it came from.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -277,6 +278,30 @@ INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
 PATH_ENV = ENV_PREFIX + "PATH"
 
 
+# EFSPURGE_* variables that are not options but are known: the root, and the project's own
+# test script's (scripts/test.sh), which may be set in the shell that runs efspurge.
+OTHER_VARIABLES = (PATH_ENV, "EFSPURGE_TEST_VENV")
+
+
+def check_unknown_variables(environ: Mapping[str, str]) -> None:
+    """A misspelled variable (EFSPURGE_DRYRUN) must not be ignored: the run would go ahead
+    without it, for example deleting for real. Raises SettingsError naming the closest."""
+    known = [spec.env for spec in OPTIONS] + list(OTHER_VARIABLES)
+    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+    if not unknown:
+        return
+    described = []
+    suffixes = {name[len(ENV_PREFIX) :]: name for name in known}
+    for name in unknown:
+        # Compared without the common prefix, which would make everything look close.
+        close = difflib.get_close_matches(name[len(ENV_PREFIX) :], suffixes, n=1, cutoff=0.6)
+        described.append(f"{name} (did you mean {suffixes[close[0]]}?)" if close else name)
+    raise SettingsError(
+        f"{', '.join(described)}: unknown variable{'s' if len(unknown) > 1 else ''}; "
+        f"efspurge reads {ENV_PREFIX}<OPTION> for the options in --help and {PATH_ENV}"
+    )
+
+
 def _resolve_shard(chosen: dict[str, Any], environ: Mapping[str, str]) -> None:
     count = chosen.get("shard_count", 1)
     if "shard_index" not in chosen and count > 1:
@@ -304,6 +329,7 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
     Values from the command line arrive already parsed by argparse; values from the
     environment are parsed here. Both pass the same range check.
     """
+    check_unknown_variables(environ)
     chosen: dict[str, Any] = {}
     for spec in OPTIONS:
         value = cli_values.get(spec.field)
