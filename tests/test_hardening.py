@@ -586,3 +586,48 @@ def test_known_non_option_variables_are_accepted(tmp_path):
     result = run_cli("--dry-run", env=env)
     assert result.returncode == 0, result.stderr
     assert final(result.stdout)["files_to_purge"] == 1
+
+
+# --- 19. a Pushgateway URL that can never work is refused before the run ---------------------
+
+BAD_URLS = [
+    "http://a b",
+    "http://host:99999",
+    "http://host:abc",
+    "http://:9091",
+    "http://",
+    "http://[::1",
+    "http://host:9091/x?y=1",
+    "http://host#frag",
+    "ftp://host",
+    "pushgateway:9091",
+]
+
+
+@pytest.mark.parametrize("url", ["http://a b", "http://host:99999", "http://[::1"])
+def test_bad_pushgateway_url_is_refused_before_anything_is_deleted(tmp_path, url):
+    make_file(tmp_path / "root/old.log", old=True)
+    before = snapshot(tmp_path)
+    result = run_cli(str(tmp_path / "root"), "--pushgateway", url)
+    assert result.returncode == 2, result.stdout[-500:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--pushgateway" in lines[0]
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_parse_url_refuses(url):
+    from efspurge.settings import parse_url
+
+    with pytest.raises(ValueError, match="expected an http"):
+        parse_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://pushgateway:9091", "https://pg.example.com/prefix", "http://[::1]:9091", "http://h/"],
+)
+def test_parse_url_accepts(url):
+    from efspurge.settings import parse_url
+
+    assert parse_url(url) == url

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -155,9 +156,25 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 
 def parse_url(text: str) -> str:
+    """An http(s) URL with a host, an optional valid port and path; nothing that would only
+    fail when the metrics are pushed at the end of the run."""
     url = text.strip()
-    if not re.match(r"https?://[^/\s]+", url):
-        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    bad = f"expected an http:// or https:// URL, got {text!r}"
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError(f"{bad}: it contains a space or a control character")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises ValueError when it is not a number in 0-65535
+    except ValueError as exc:
+        raise ValueError(f"{bad}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(bad)
+    if not parts.hostname:
+        raise ValueError(f"{bad}: no host name")
+    if port == 0:
+        raise ValueError(f"{bad}: port 0")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError(f"{bad}: a query or fragment cannot be pushed to")
     return url
 
 
