@@ -631,3 +631,43 @@ def test_parse_url_accepts(url):
     from efspurge.settings import parse_url
 
     assert parse_url(url) == url
+
+
+# --- 18. the documented [[] idiom prints no warning ----------------------------------------
+
+
+def test_bracket_idiom_matches_a_literal_bracket_without_a_warning(tmp_path):
+    root = tmp_path / "root"
+    make_file(root / "[keep].log", old=True)
+    make_file(root / "]x.log", old=True)
+    make_file(root / "other.log", old=True)
+    result = run_cli(str(root), "--exclude", "[[]keep].log", "--exclude", "[]]x.log")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # was: FutureWarning: Possible nested set
+    assert snapshot(root) == {"file:[keep].log", "file:]x.log"}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matching", "not_matching"),
+    [
+        ("[[]a]", "[a]", "a]"),
+        ("[]]", "]", "a"),
+        ("[!]]", "a", "]"),
+        ("[!a-c]", "d", "b"),
+        ("[a&&b]", "&", "c"),
+        ("[~~]", "~", "a"),
+        ("[a||b]", "|", "c"),
+        ("[a-]", "-", "b"),
+        ("[\\]", "\\", "a"),
+    ],
+)
+def test_bracket_sets_are_literal_inside_without_warnings(pattern, matching, not_matching):
+    import re
+    import warnings
+
+    from efspurge.selection import translate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compiled = re.compile(translate(pattern))
+    assert compiled.match(matching) and not compiled.match(not_matching)

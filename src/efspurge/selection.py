@@ -44,18 +44,38 @@ def translate(pattern: str) -> str:
         elif ch == "?":
             out.append("[^/]")
         elif ch == "[":
-            end = pat.find("]", i + 2 if pat[i + 1 : i + 2] in ("!", "]") else i + 1)
+            # A ']' right after '[' or '[!' is a member, not the end: '[]]', '[!]]'.
+            first = i + 2 if pat[i + 1 : i + 2] in ("!", "^") else i + 1
+            end = pat.find("]", first + 1 if pat[first : first + 1] == "]" else first)
             if end == -1:
                 raise ValueError(f"unclosed '[' in pattern {pattern!r}")
             body = pat[i + 1 : end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
+            negate = body.startswith(("!", "^"))
+            if negate:
+                body = body[1:]
+            out.append("[" + ("^" if negate else "") + _set_body(body) + "]")
             i = end
         else:
             out.append(re.escape(ch))
         i += 1
     return "(?s:" + "".join(out) + r")\Z"
+
+
+def _set_body(body: str) -> str:
+    """The inside of a ``[...]`` set as a regular expression: ranges ``a-z`` kept, every
+    other character literal. Escaping each one keeps the re module from reading a nested set
+    (``[[]``, the documented way to match a literal ``[``) or a set operation (``&&``, ``~~``,
+    ``||``, ``--``), which it warns about (FutureWarning) on stderr."""
+    items = []
+    j = 0
+    while j < len(body):
+        if j + 2 < len(body) and body[j + 1] == "-":
+            items.append(re.escape(body[j]) + "-" + re.escape(body[j + 2]))
+            j += 3
+        else:
+            items.append(re.escape(body[j]))
+            j += 1
+    return "".join(items)
 
 
 @dataclass(frozen=True)
