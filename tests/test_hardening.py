@@ -671,3 +671,65 @@ def test_bracket_sets_are_literal_inside_without_warnings(pattern, matching, not
         warnings.simplefilter("error")
         compiled = re.compile(translate(pattern))
     assert compiled.match(matching) and not compiled.match(not_matching)
+
+
+# --- 15. the spellings people write for --exclude-dir ---------------------------------------
+
+
+def _keep_tree(root: Path) -> None:
+    make_file(root / "keep/old.log", old=True)
+    make_file(root / "keep/sub/old.log", old=True)
+    make_file(root / "other/old.log", old=True)
+    make_file(root / "other/keep/old.log", old=True)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "kept"),
+    [
+        ("keep/", {"keep", "other/keep"}),  # a name at any depth, as "keep" is
+        ("keep//", {"keep", "other/keep"}),
+        ("./keep", {"keep"}),  # PATH's own keep, as "/keep" is
+        ("{root}/keep", {"keep"}),
+        ("{root}/keep/", {"keep"}),
+        ("{root}/other/keep", {"other/keep"}),
+    ],
+)
+def test_exclude_dir_spellings_keep_the_directory(tmp_path, spelling, kept):
+    root = tmp_path / "root"
+    _keep_tree(root)
+    result = run_cli(str(root), "--exclude-dir", spelling.format(root=root))
+    assert result.returncode == 0, result.stderr
+    expected = {f"file:{d}/old.log" for d in kept}
+    if "keep" in kept:
+        expected.add("file:keep/sub/old.log")
+    files = {p for p in snapshot(root) if p.startswith("file:")}
+    assert files == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--exclude-dir", "/somewhere/else/keep"], "absolute path outside PATH"),
+        (["--exclude-dir", "../keep"], "never matches"),
+        (["--exclude", "keep/"], "--exclude-dir 'keep'"),
+        (["--exclude-dir", "{root}"], "PATH itself"),
+    ],
+)
+def test_pattern_that_can_never_match_is_refused_with_how_to_write_it(tmp_path, args, needle):
+    root = tmp_path / "root"
+    _keep_tree(root)
+    before = snapshot(root)
+    result = run_cli(str(root), *[a.format(root=root) for a in args])
+    assert result.returncode == 2, result.stdout[-500:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and args[0] in lines[0] and needle in lines[0], result.stderr
+    assert snapshot(root) == before
+
+
+def test_pattern_spellings_from_the_environment_too(tmp_path):
+    root = tmp_path / "root"
+    _keep_tree(root)
+    result = run_cli(str(root), env={"EFSPURGE_EXCLUDE_DIR": f"./keep/,{root}/other/keep"})
+    assert result.returncode == 0, result.stderr
+    files = {p for p in snapshot(root) if p.startswith("file:")}
+    assert files == {"file:keep/old.log", "file:keep/sub/old.log", "file:other/keep/old.log"}

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from efspurge.selection import normalize as normalize_pattern
 from efspurge.selection import validate as validate_patterns
 
 ENV_PREFIX = "EFSPURGE_"
@@ -348,6 +350,7 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
     """
     check_unknown_variables(environ)
     chosen: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for spec in OPTIONS:
         value = cli_values.get(spec.field)
         source = spec.flag
@@ -368,10 +371,12 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
         if problem:
             raise SettingsError(f"{source}: {problem}")
         chosen[spec.field] = value
+        sources[spec.field] = source
 
     _resolve_shard(chosen, environ)
 
     path = cli_values.get("path")
+    root_for_patterns = path if path is not None else environ.get(PATH_ENV)
     if path is not None and not path.strip():
         # An unset variable in `efspurge "$EFS_PATH"` must not mean the working directory.
         raise SettingsError(f"PATH: the root path argument is empty ({path!r})")
@@ -381,4 +386,18 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
             raise SettingsError(f"{PATH_ENV}: is set but empty")
     if path is None:
         raise SettingsError(f"PATH: no root path given (pass it as an argument or set {PATH_ENV})")
+    _normalize_patterns(chosen, sources, root_for_patterns or path)
     return Settings(path=path, **chosen)
+
+
+def _normalize_patterns(chosen: dict[str, Any], sources: dict[str, str], path: str) -> None:
+    root = os.path.abspath(path)  # no file system access: only the working directory
+    for field in ("include", "exclude", "exclude_dir"):
+        if field not in chosen:
+            continue
+        try:
+            chosen[field] = tuple(
+                normalize_pattern(p, root, for_dirs=field == "exclude_dir") for p in chosen[field]
+            )
+        except ValueError as exc:
+            raise SettingsError(f"{sources[field]}: {exc}") from None
