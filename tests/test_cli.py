@@ -131,7 +131,7 @@ def _bad(args, env=None):
         (["--max-age-days", "inf"], None, "--max-age-days"),
         (["--max-age-days", "abc"], None, "--max-age-days"),
         (["--max-concurrency", "0"], None, "--max-concurrency"),
-        (["--memory-limit-mb", "0"], None, "--memory-limit-mb"),
+        (["--memory-limit-mb", "-1"], None, "--memory-limit-mb"),
         (["--task-batch-size", "0"], None, "--task-batch-size"),
         (["--max-empty-dirs-to-delete", "-1"], None, "--max-empty-dirs-to-delete"),
         (["--log-level", "LOUD"], None, "--log-level"),

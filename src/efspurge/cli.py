@@ -22,7 +22,8 @@ HELP = {
     "max_age_days": "files whose modification time is older than this many days are deleted "
     "(fractions allowed; default: 30)",
     "max_concurrency": "ceiling on I/O operations in flight, i.e. on I/O threads (default: 1000)",
-    "memory_limit_mb": "soft memory limit: above it, discovery of new work pauses (default: 800)",
+    "memory_limit_mb": "soft memory limit: above it, discovery of new work pauses "
+    "(0 = no limit; default: 800)",
     "task_batch_size": "directory entries listed per batch; a huge directory is streamed in "
     "batches of this size, never listed whole (default: 5000)",
     "dry_run": "decide and count everything, delete nothing",

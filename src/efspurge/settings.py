@@ -265,7 +265,7 @@ class OptionSpec:
 OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("max_age_days", parse_float, _age_days),
     OptionSpec("max_concurrency", parse_int, _at_least(1)),
-    OptionSpec("memory_limit_mb", parse_int, _at_least(1)),
+    OptionSpec("memory_limit_mb", parse_int, _at_least(0)),  # 0: no limit (the reference's)
     OptionSpec("task_batch_size", parse_int, _at_least(1)),
     OptionSpec("dry_run", parse_bool),
     OptionSpec("remove_empty_dirs", parse_bool),
