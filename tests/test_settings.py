@@ -130,7 +130,7 @@ def test_false_words(text):
         ({"EFSPURGE_MAX_AGE_DAYS": "inf"}, "EFSPURGE_MAX_AGE_DAYS: must be a finite number"),
         ({"EFSPURGE_MAX_CONCURRENCY": "0"}, "EFSPURGE_MAX_CONCURRENCY: must be at least 1"),
         ({"EFSPURGE_MAX_CONCURRENCY": "1.5"}, "EFSPURGE_MAX_CONCURRENCY: expected a whole"),
-        ({"EFSPURGE_MEMORY_LIMIT_MB": "0"}, "EFSPURGE_MEMORY_LIMIT_MB: must be at least 1"),
+        ({"EFSPURGE_MEMORY_LIMIT_MB": "-1"}, "EFSPURGE_MEMORY_LIMIT_MB: must be at least 0"),
         ({"EFSPURGE_TASK_BATCH_SIZE": "-5"}, "EFSPURGE_TASK_BATCH_SIZE: must be at least 1"),
         (
             {"EFSPURGE_MAX_EMPTY_DIRS_TO_DELETE": "-1"},
