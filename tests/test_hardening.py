@@ -456,27 +456,28 @@ def test_needs_engine_sigterm_before_the_engine_starts_stops_the_run(tmp_path, p
 # --- 11. a closed stdout (efspurge ROOT | head -1) ------------------------------------------
 
 
-def _run_and_close_stdout_after_one_line(root: Path) -> tuple[int, str]:
+def _run_and_close_stdout_after_one_line(root: Path, fmt: str = "json") -> tuple[int, str]:
     """`efspurge ROOT --log-level DEBUG | head -1`: every deletion is logged, so the writes
     into the closed pipe start long before the run could end (the pipe holds 64 KiB)."""
     proc = subprocess.Popen(
-        [EFSPURGE, str(root), "--log-level", "DEBUG"],
+        [EFSPURGE, str(root), "--log-level", "DEBUG", "--log-format", fmt],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_env(),
     )
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
-    assert json.loads(first)["message"] == "Starting purge operation"
+    assert b"Starting purge operation" in first
     proc.stdout.close()
     err = proc.stderr.read().decode()
     return proc.wait(timeout=120), err
 
 
-def test_closed_stdout_prints_no_traceback(tmp_path):
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_closed_stdout_prints_no_traceback(tmp_path, fmt):
     root = tmp_path / "root"
     _old_files(root, 5000)
-    _code, err = _run_and_close_stdout_after_one_line(root)
+    _code, err = _run_and_close_stdout_after_one_line(root, fmt)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err[:2000]
     assert err == ""
 
