@@ -131,11 +131,10 @@ def _bad(args, env=None):
         (["--max-age-days", "inf"], None, "--max-age-days"),
         (["--max-age-days", "abc"], None, "--max-age-days"),
         (["--max-concurrency", "0"], None, "--max-concurrency"),
-        (["--memory-limit-mb", "-5"], None, "--memory-limit-mb"),
+        (["--memory-limit-mb", "-1"], None, "--memory-limit-mb"),
         (["--task-batch-size", "0"], None, "--task-batch-size"),
         (["--max-empty-dirs-to-delete", "-1"], None, "--max-empty-dirs-to-delete"),
         (["--log-level", "LOUD"], None, "--log-level"),
-        (["--no-such-flag"], None, "--no-such-flag"),
         ([], {"EFSPURGE_MAX_AGE_DAYS": "soon"}, "EFSPURGE_MAX_AGE_DAYS"),
         ([], {"EFSPURGE_REMOVE_EMPTY_DIRS": "perhaps"}, "EFSPURGE_REMOVE_EMPTY_DIRS"),
         ([], {"EFSPURGE_MAX_CONCURRENCY": "-3"}, "EFSPURGE_MAX_CONCURRENCY"),
@@ -149,6 +148,28 @@ def test_bad_input_is_one_clear_line_exit_2_and_nothing_changes(tree, args, env,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert needle in lines[0]
+    assert result.stdout == ""
+    assert snapshot(tree) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "suggestion"),
+    [
+        (["--no-such-flag"], ""),
+        (["--dryrun"], " (did you mean --dry-run?)"),
+        (["--max-age", "0"], " (did you mean --max-age-days?)"),  # abbreviations are off
+        (["--dry"], " (did you mean --dry-run?)"),
+    ],
+)
+def test_unknown_flag_is_one_line_plus_a_help_hint_and_nothing_changes(tree, args, suggestion):
+    before = snapshot(tree)
+    result = run_cli(str(tree), *args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith(f"efspurge: error: unrecognized arguments: {args[0]}")
+    assert lines[0].endswith(suggestion)
+    assert lines[1] == "Try 'efspurge --help' for more information."
     assert result.stdout == ""
     assert snapshot(tree) == before
 
@@ -175,7 +196,7 @@ def test_filesystem_root_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("path", "fstype"), [("/proc", "proc"), ("/sys", "sysfs"), ("/dev", "devtmpfs")]
+    ("path", "fstype"), [("/proc", "proc"), ("/sys", "sysfs"), ("/dev/pts", "devpts")]
 )
 def test_pseudo_filesystems_are_refused_by_type(path, fstype):
     from efspurge import mounts

@@ -154,7 +154,7 @@ def test_every_mode_gives_the_same_result(
         before = snapshot(template)
         capped = {**common, "max_delete": max_delete}
         model, (model_stats,) = run_mode(template, work, "model", {**capped, "processes": 1})
-        uncapped, (uncapped_stats,) = run_mode(
+        uncapped, _ = run_mode(
             template, work, "uncapped", {**common, "max_empty_dirs_to_delete": 0, "processes": 1}
         )
         assert model_stats["errors"] == 0

@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from efspurge import __version__
-from efspurge.jsonlog import setup_logging
-from efspurge.purger import AsyncPurger, open_manifest, prepare_root
-from efspurge.settings import (
-    OPTIONS,
-    PATH_ENV,
-    Settings,
-    SettingsError,
-    resolve_settings,
-)
-from efspurge.stats import ExitCode
-from efspurge.terminal import TerminalUI, choose_format
+# Only light modules at import time: main() installs the early signal handlers before the
+# engine (asyncio, the purger, rich...) is imported, which takes most of the start-up time.
+from efspurge import __version__, signals
 
-EXIT_USAGE = ExitCode.USAGE
-EXIT_FATAL = ExitCode.FATAL
+if TYPE_CHECKING:
+    from efspurge.settings import Settings
+
+EXIT_USAGE = 2  # the same as efspurge.stats.ExitCode.USAGE, without importing the engine
+EXIT_FATAL = 3
 
 HELP = {
     "max_age_days": "files whose modification time is older than this many days are deleted "
     "(fractions allowed; default: 30)",
     "max_concurrency": "ceiling on I/O operations in flight, i.e. on I/O threads (default: 1000)",
-    "memory_limit_mb": "soft memory limit: above it, discovery of new work pauses (default: 800)",
+    "memory_limit_mb": "soft memory limit: above it, discovery of new work pauses "
+    "(0 = no limit; default: 800)",
     "task_batch_size": "directory entries listed per batch; a huge directory is streamed in "
     "batches of this size, never listed whole (default: 5000)",
     "dry_run": "decide and count everything, delete nothing",
@@ -101,10 +95,33 @@ METAVARS = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the flag, not a usage dump."""
+    """argparse, but a usage error is one line naming the flag, not a usage dump.
+
+    Abbreviations are off (``--dry`` is not ``--dry-run``): a future option must never change
+    what an existing command line means. An unknown flag gets the closest real one, if any,
+    and a second line pointing at --help.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            message += self._closest(message.partition(":")[2].split())
+            hint = f"Try '{self.prog} --help' for more information.\n"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n{hint}")
+
+    def _closest(self, unknown: list[str]) -> str:
+        import difflib
+
+        flags = [f for action in self._actions for f in action.option_strings]
+        for word in unknown:
+            if word.startswith("--"):
+                match = difflib.get_close_matches(word.partition("=")[0], flags, n=1)
+                if match:
+                    return f" (did you mean {match[0]}?)"
+        return ""
 
 
 def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -119,6 +136,8 @@ def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from efspurge.settings import OPTIONS, PATH_ENV
+
     parser = _Parser(
         prog="efspurge",
         description="Delete regular files older than a given age below PATH, concurrently, "
@@ -162,7 +181,34 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _os_error(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def refuse_root(raw_path: str) -> None:
+    """Raise SettingsError (one line) if the root, symlinks resolved, is a refused path."""
+    from efspurge.rootcheck import refusal_reason
+    from efspurge.settings import SettingsError
+
+    try:
+        resolved = os.path.realpath(raw_path, strict=False)
+    except OSError as exc:  # e.g. /proc/1/root: the link itself cannot be read
+        raise SettingsError(f"PATH: {raw_path!r} cannot be resolved: {_os_error(exc)}") from None
+    reason = refusal_reason(resolved)
+    if reason is not None:
+        via = "" if resolved == raw_path else f" (resolved to {resolved!r})"
+        raise SettingsError(f"PATH: refusing to purge {raw_path!r}{via}: it {reason}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signals.install_early()  # first: a SIGTERM from now on stops the run, with its record
+    import asyncio
+
+    from efspurge.jsonlog import setup_logging
+    from efspurge.purger import AsyncPurger, StopRelay, open_manifest, prepare_root
+    from efspurge.settings import SettingsError, resolve_settings
+    from efspurge.terminal import TerminalUI, choose_format
+
     args = build_parser().parse_args(argv)
     try:
         settings: Settings = resolve_settings(vars(args), os.environ)
@@ -174,14 +220,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (fmt == "text" or live)
         else None
     )
-    logger = setup_logging(settings.log_level, handler=ui.log_handler() if fmt == "text" else None)
+    relay = StopRelay()  # a closed stdout stops the run, as SIGPIPE would
+    logger = setup_logging(
+        settings.log_level,
+        handler=ui.log_handler() if fmt == "text" else None,
+        on_broken_pipe=relay,
+    )
     try:
+        refuse_root(settings.path)
         root = prepare_root(settings.path, settings.age_by in ("atime", "newest"))
         manifest = open_manifest(settings)
     except SettingsError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # anything else about the root: one line, not a traceback
+        return _fail(f"PATH: {settings.path!r} cannot be used: {_os_error(exc)}")
     try:
-        purger = AsyncPurger.from_settings(settings, root, logger, manifest, ui)
+        purger = AsyncPurger.from_settings(settings, root, logger, manifest, ui, relay)
         outcome = asyncio.run(purger.run())
     except Exception as exc:  # a bug or a broken environment: say so in one record
         logger.critical("Purge failed", exc_info=True, extra={"extra_fields": {"error": repr(exc)}})

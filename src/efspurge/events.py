@@ -143,17 +143,19 @@ class EventLog:
         (an audit trail with holes is worse than a late purge), and the lines that could not
         be written go to the log, so that no deletion is recorded nowhere."""
         assert self.manifest is not None
+        unrecorded = lines
         if not self.manifest_failed:
             try:
                 self.manifest.write(lines)
                 return
             except OSError as exc:
                 self.manifest_failed = True
+                unrecorded = list(getattr(exc, "unwritten", lines))
                 self.log.error(
                     "Manifest cannot be written: stopping; unrecorded lines follow in the log",
                     extra={"extra_fields": {"errno": exc.errno, "error": exc.strerror or str(exc)}},
                 )
                 if self.stop is not None:
                     self.stop(StopReason.MANIFEST)
-        for line in lines:
+        for line in unrecorded:
             self.log.error("Unrecorded manifest line", extra={"extra_fields": {"line": line}})

@@ -2,12 +2,24 @@
 
 Every record is one line: ``timestamp``, ``level``, ``message``, ``logger`` and the structured
 fields under ``extra_fields`` (an empty object when a record has none).
+
+Every line is valid JSON for a strict parser, in ASCII. Names on Linux are bytes, and a name
+that is not valid UTF-8 reaches Python as a string with lone surrogates (``\\udcff``), which
+strict JSON parsers reject. Such a string is written with each undecodable byte shown as
+``\\xNN`` (a literal backslash, x and two hex digits), and the field ``<key>_b64`` next to it
+carries the exact bytes (base64), as in the manifest: ``"path": "a\\xff.log"``,
+``"path_b64": "Yf8ubG9n"``.
 """
 
 from __future__ import annotations
 
+import base64
+import errno
 import logging
+import os
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -27,11 +39,106 @@ class _RecordFormatter(JsonFormatter):
                 "traceback": log_record.pop("exc_info"),
             }
 
+    def process_log_record(self, log_record: dict[str, Any]) -> dict[str, Any]:
+        return _valid_text(super().process_log_record(log_record))
+
+
+def _raw_bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")  # the bytes a name really has
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")  # a surrogate from elsewhere
+
+
+def _valid_text(value: Any) -> Any:
+    """``value`` with every string made valid Unicode (see the module docstring)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _raw_bytes(value).decode("utf-8", "backslashreplace")
+        return value
+    if isinstance(value, dict):
+        cleaned: dict[Any, Any] = {}
+        for key, item in value.items():
+            # A key can be a name too (the report by top-level directory): shown, not b64.
+            name = _valid_text(key)
+            cleaned[name] = _valid_text(item)
+            if isinstance(item, str) and cleaned[name] is not item:
+                cleaned[f"{name}_b64"] = base64.b64encode(_raw_bytes(item)).decode("ascii")
+        return cleaned
+    if isinstance(value, list | tuple):
+        return [_valid_text(item) for item in value]
+    return value
+
+
+def _is_broken_pipe(exc: BaseException | None) -> bool:
+    return isinstance(exc, BrokenPipeError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.ECONNRESET)
+    )
+
+
+class _BrokenPipeGuard:
+    """Turns "stdout was closed" (``efspurge ROOT | head -1``) into one callback and silence.
+
+    Installed as the handler's ``handleError``: any other error keeps the standard behaviour.
+    On the first EPIPE the handler drops every later record, the stream's descriptor is
+    pointed at /dev/null (so that the interpreter's final flush of stdout does not print
+    "Exception ignored ... BrokenPipeError" either), and ``on_broken_pipe`` is called once,
+    in the thread that was logging.
+    """
+
+    def __init__(
+        self,
+        handler: logging.Handler,
+        stream: Any,
+        on_broken_pipe: Callable[[], None] | None,
+    ) -> None:
+        self._handler = handler
+        self._stream = stream
+        self._standard = handler.handleError
+        self._callback = on_broken_pipe
+        self._lock = threading.Lock()
+        self.broken = False
+
+    def __call__(self, record: logging.LogRecord) -> None:
+        if not _is_broken_pipe(sys.exc_info()[1]):
+            self._standard(record)
+            return
+        with self._lock:
+            if self.broken:
+                return
+            self.broken = True
+        self._handler.addFilter(lambda _record: False)
+        self._point_at_devnull()
+        if self._callback is not None:
+            self._callback()
+
+    def _point_at_devnull(self) -> None:
+        stream = self._stream if self._stream is not None else sys.stdout
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return  # not a real file (a StringIO in tests): nothing to flush at exit
+        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
 
 def setup_logging(
-    level: str, stream: Any = None, handler: logging.Handler | None = None
+    level: str,
+    stream: Any = None,
+    handler: logging.Handler | None = None,
+    on_broken_pipe: Callable[[], None] | None = None,
 ) -> logging.Logger:
-    """JSON lines on ``stream`` (stdout), unless another handler (terminal mode) is given."""
+    """JSON lines on ``stream`` (stdout), unless another handler (terminal mode) is given.
+
+    When the reader of the output goes away (a closed pipe), no traceback is printed: the
+    output is silenced and ``on_broken_pipe`` is called once (from the logging thread; the
+    engine uses it as a stop request, see ``_BrokenPipeGuard``).
+    """
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
     if handler is None:
@@ -42,6 +149,9 @@ def setup_logging(
                 rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
             )
         )
+    handler.handleError = _BrokenPipeGuard(  # type: ignore[method-assign]
+        handler, getattr(handler, "stream", stream), on_broken_pipe
+    )
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

@@ -149,6 +149,30 @@ def own_files(settings: Settings, manifest: Manifest | None) -> frozenset[tuple[
     return frozenset(ids)
 
 
+class StopRelay:
+    """A stop request from outside the loop (the log handler finding stdout closed, in
+    whichever thread was logging): passed on to the running walk, or kept for its start."""
+
+    def __init__(self) -> None:
+        self.pending: StopReason | None = None
+        self._target: tuple[asyncio.AbstractEventLoop, Callable[[StopReason], None]] | None = None
+
+    def __call__(self, reason: StopReason = StopReason.STDOUT_CLOSED) -> None:
+        if self._target is None:
+            self.pending = self.pending or reason
+            return
+        loop, stop = self._target
+        loop.call_soon_threadsafe(stop, reason)
+
+    def attach(self, loop: asyncio.AbstractEventLoop, stop: Callable[[StopReason], None]) -> None:
+        self._target = (loop, stop)
+        if self.pending is not None:
+            stop(self.pending)
+
+    def detach(self) -> None:
+        self._target = None
+
+
 _SETTING_NAMES = frozenset(f.name for f in fields(Settings))
 
 
@@ -193,6 +217,7 @@ class AsyncPurger:
         self._logger: logging.Logger | None = None
         self._manifest: Manifest | None = None
         self._ui = None
+        self._relay: StopRelay | None = None
 
     @classmethod
     def from_settings(
@@ -202,9 +227,11 @@ class AsyncPurger:
         logger: logging.Logger | None = None,
         manifest: Manifest | None = None,
         ui: Any = None,
+        relay: StopRelay | None = None,
     ) -> AsyncPurger:
         """The CLI's way in: settings already resolved and checked."""
         purger = cls.__new__(cls)
+        purger._relay = relay
         purger.settings = settings
         purger.stats = None
         purger.exit_code = None
@@ -221,7 +248,8 @@ class AsyncPurger:
         root = self._root or prepare_root(settings.path, settings.age_by in ("atime", "newest"))
         manifest = self._manifest if self._manifest is not None else open_manifest(settings)
         try:
-            outcome = await _Run(settings, root, logger, manifest, self._ui).execute()
+            run = _Run(settings, root, logger, manifest, self._ui, self._relay)
+            outcome = await run.execute()
         finally:
             if self._root is None:
                 fsops.close(root.fd)
@@ -232,7 +260,8 @@ class AsyncPurger:
 class _Run:
     """One run: the walk and everything around it (guard, signals, progress, records)."""
 
-    def __init__(self, settings: Settings, root: RootInfo, logger, manifest, ui) -> None:
+    def __init__(self, settings: Settings, root: RootInfo, logger, manifest, ui, relay) -> None:
+        self.relay = relay
         self.settings = settings
         self.root = root
         self.log = logger
@@ -277,6 +306,8 @@ class _Run:
         try:
             self._log_start()
             self._take_early_signal()
+            if self.relay is not None:
+                self.relay.attach(loop, self.walker.request_stop)
             background = self._start_background()
             try:
                 await self.walker.run()
@@ -293,6 +324,8 @@ class _Run:
             await self._publish_metrics(outcome)
             return outcome
         finally:
+            if self.relay is not None:
+                self.relay.detach()
             self._remove_signal_handlers(loop)
 
     def _start_background(self) -> list[asyncio.Task]:

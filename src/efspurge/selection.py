@@ -9,6 +9,9 @@ Pattern rules (the same for --include, --exclude and --exclude-dir):
 * ``*`` matches within one path component, ``?`` one character, ``[abc]``/``[!abc]`` a set;
   ``**`` matches any number of whole components, including none: ``**/tmp/*``, ``logs/**``.
 * Metacharacters are literal inside brackets: ``[*]`` matches a ``*`` in a name.
+* Spellings are normalized (see ``normalize``): ``./keep`` is ``/keep``, a trailing ``/`` of an
+  --exclude-dir pattern is dropped, an absolute path inside the root is made relative to it;
+  a pattern that could never match (an absolute path elsewhere, ``..``) is refused.
 
 A file is considered for deletion when it matches at least one --include (or there is none)
 and no --exclude: exclude wins. A directory matching --exclude-dir is not even listed.
@@ -44,18 +47,38 @@ def translate(pattern: str) -> str:
         elif ch == "?":
             out.append("[^/]")
         elif ch == "[":
-            end = pat.find("]", i + 2 if pat[i + 1 : i + 2] in ("!", "]") else i + 1)
+            # A ']' right after '[' or '[!' is a member, not the end: '[]]', '[!]]'.
+            first = i + 2 if pat[i + 1 : i + 2] in ("!", "^") else i + 1
+            end = pat.find("]", first + 1 if pat[first : first + 1] == "]" else first)
             if end == -1:
                 raise ValueError(f"unclosed '[' in pattern {pattern!r}")
             body = pat[i + 1 : end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
+            negate = body.startswith(("!", "^"))
+            if negate:
+                body = body[1:]
+            out.append("[" + ("^" if negate else "") + _set_body(body) + "]")
             i = end
         else:
             out.append(re.escape(ch))
         i += 1
     return "(?s:" + "".join(out) + r")\Z"
+
+
+def _set_body(body: str) -> str:
+    """The inside of a ``[...]`` set as a regular expression: ranges ``a-z`` kept, every
+    other character literal. Escaping each one keeps the re module from reading a nested set
+    (``[[]``, the documented way to match a literal ``[``) or a set operation (``&&``, ``~~``,
+    ``||``, ``--``), which it warns about (FutureWarning) on stderr."""
+    items = []
+    j = 0
+    while j < len(body):
+        if j + 2 < len(body) and body[j + 1] == "-":
+            items.append(re.escape(body[j]) + "-" + re.escape(body[j + 2]))
+            j += 3
+        else:
+            items.append(re.escape(body[j]))
+            j += 1
+    return "".join(items)
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,51 @@ class Selector:
 
     def dir_excluded(self, name: str, relpath: str | None) -> bool:
         return self._exclude_dir.matches(name, relpath)
+
+
+def normalize(pattern: str, root: str, for_dirs: bool) -> str:
+    """The spellings people write, as the rules above read them; ValueError (with how to
+    write it) for a pattern that could never match.
+
+    ``root`` is PATH, absolute. ``./keep`` is ``/keep`` (PATH's own keep); ``keep/`` is
+    ``keep`` for --exclude-dir; ``a//b`` is ``a/b``; an absolute path inside PATH is made
+    relative to it (``/mnt/efs/keep`` with PATH ``/mnt/efs`` is ``/keep``).
+    """
+    pat = re.sub(r"/{2,}", "/", pattern)
+    root = root.rstrip("/") or "/"
+    anchored = outside = False
+    if pat.startswith("./"):
+        while pat.startswith("./"):
+            pat = pat[2:].lstrip("/")
+        anchored = True
+    elif pat.startswith("/"):
+        if pat.rstrip("/") == root:
+            raise ValueError(f"{pattern!r} is PATH itself, which is never purged or excluded")
+        if root != "/" and pat.startswith(root + "/"):
+            pat = pat[len(root) + 1 :]
+        else:
+            pat = pat[1:]
+            outside = True  # fine for a plain name (/top.log), not for a path
+        anchored = True
+    if pat.endswith("/") and pat.strip("/"):
+        if not for_dirs:
+            raise ValueError(
+                f"{pattern!r} ends with '/' and never matches a file: use --exclude-dir "
+                f"{pattern.rstrip('/')!r} to skip a directory, or {pattern + '**'!r} for the "
+                "files below it"
+            )
+        pat = pat.rstrip("/")
+    parts = pat.split("/")
+    if not pat or ".." in parts or "." in parts:
+        raise ValueError(f"{pattern!r} never matches: patterns are relative to PATH")
+    if outside and len(parts) > 1:
+        raise ValueError(
+            f"{pattern!r} is an absolute path outside PATH {root!r}: patterns are relative "
+            f"to PATH ({parts[-1]!r} is a name at any depth, 'sub/{parts[-1]}' the path "
+            f"PATH/sub/{parts[-1]})"
+        )
+    # A pattern with a '/' is matched from PATH anyway; a plain name needs the leading '/'.
+    return "/" + pat if anchored and len(parts) == 1 else pat
 
 
 def validate(patterns: tuple[str, ...]) -> str | None:

@@ -6,12 +6,16 @@ the tree is touched. Each error names the flag or the variable it came from.
 
 from __future__ import annotations
 
+import difflib
 import math
+import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from efspurge.selection import normalize as normalize_pattern
 from efspurge.selection import validate as validate_patterns
 
 ENV_PREFIX = "EFSPURGE_"
@@ -156,9 +160,25 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 
 def parse_url(text: str) -> str:
+    """An http(s) URL with a host, an optional valid port and path; nothing that would only
+    fail when the metrics are pushed at the end of the run."""
     url = text.strip()
-    if not re.match(r"https?://[^/\s]+", url):
-        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    bad = f"expected an http:// or https:// URL, got {text!r}"
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError(f"{bad}: it contains a space or a control character")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises ValueError when it is not a number in 0-65535
+    except ValueError as exc:
+        raise ValueError(f"{bad}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(bad)
+    if not parts.hostname:
+        raise ValueError(f"{bad}: no host name")
+    if port == 0:
+        raise ValueError(f"{bad}: port 0")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError(f"{bad}: a query or fragment cannot be pushed to")
     return url
 
 
@@ -203,6 +223,19 @@ def _finite_non_negative(value: float) -> str | None:
     return None
 
 
+# About 273 years: older than any file a filesystem dates in this era, yet a cutoff every
+# date routine can still represent. A larger age is surely a mistake (1e300, a typo in a
+# units conversion) and is refused rather than run.
+MAX_AGE_DAYS = 100_000
+
+
+def _age_days(value: float) -> str | None:
+    problem = _finite_non_negative(value)
+    if problem is None and value > MAX_AGE_DAYS:
+        problem = f"must be at most {MAX_AGE_DAYS} (about 273 years), got {value:g}"
+    return problem
+
+
 def _at_least(minimum: int) -> Callable[[int], str | None]:
     def check(value: int) -> str | None:
         return None if value >= minimum else f"must be at least {minimum}, got {value}"
@@ -232,9 +265,9 @@ class OptionSpec:
 
 
 OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("max_age_days", parse_float, _finite_non_negative),
+    OptionSpec("max_age_days", parse_float, _age_days),
     OptionSpec("max_concurrency", parse_int, _at_least(1)),
-    OptionSpec("memory_limit_mb", parse_int, _at_least(0)),
+    OptionSpec("memory_limit_mb", parse_int, _at_least(0)),  # 0: no limit (the reference's)
     OptionSpec("task_batch_size", parse_int, _at_least(1)),
     OptionSpec("dry_run", parse_bool),
     OptionSpec("remove_empty_dirs", parse_bool),
@@ -266,6 +299,30 @@ INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
 PATH_ENV = ENV_PREFIX + "PATH"
 
 
+# EFSPURGE_* variables that are not options but are known: the root, and the project's own
+# test script's (scripts/test.sh), which may be set in the shell that runs efspurge.
+OTHER_VARIABLES = (PATH_ENV, "EFSPURGE_TEST_VENV")
+
+
+def check_unknown_variables(environ: Mapping[str, str]) -> None:
+    """A misspelled variable (EFSPURGE_DRYRUN) must not be ignored: the run would go ahead
+    without it, for example deleting for real. Raises SettingsError naming the closest."""
+    known = [spec.env for spec in OPTIONS] + list(OTHER_VARIABLES)
+    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+    if not unknown:
+        return
+    described = []
+    suffixes = {name[len(ENV_PREFIX) :]: name for name in known}
+    for name in unknown:
+        # Compared without the common prefix, which would make everything look close.
+        close = difflib.get_close_matches(name[len(ENV_PREFIX) :], suffixes, n=1, cutoff=0.6)
+        described.append(f"{name} (did you mean {suffixes[close[0]]}?)" if close else name)
+    raise SettingsError(
+        f"{', '.join(described)}: unknown variable{'s' if len(unknown) > 1 else ''}; "
+        f"efspurge reads {ENV_PREFIX}<OPTION> for the options in --help and {PATH_ENV}"
+    )
+
+
 def _resolve_shard(chosen: dict[str, Any], environ: Mapping[str, str]) -> None:
     count = chosen.get("shard_count", 1)
     if "shard_index" not in chosen and count > 1:
@@ -293,7 +350,9 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
     Values from the command line arrive already parsed by argparse; values from the
     environment are parsed here. Both pass the same range check.
     """
+    check_unknown_variables(environ)
     chosen: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for spec in OPTIONS:
         value = cli_values.get(spec.field)
         source = spec.flag
@@ -314,16 +373,22 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
         if problem:
             raise SettingsError(f"{source}: {problem}")
         chosen[spec.field] = value
+        sources[spec.field] = source
 
     _resolve_shard(chosen, environ)
 
     path = cli_values.get("path")
+    root_for_patterns = path if path is not None else environ.get(PATH_ENV)
+    if path is not None and not path.strip():
+        # An unset variable in `efspurge "$EFS_PATH"` must not mean the working directory.
+        raise SettingsError(f"PATH: the root path argument is empty ({path!r})")
     if path is None:
         path = environ.get(PATH_ENV)
         if path is not None and not path.strip():
             raise SettingsError(f"{PATH_ENV}: is set but empty")
     if path is None:
         raise SettingsError(f"PATH: no root path given (pass it as an argument or set {PATH_ENV})")
+    _normalize_patterns(chosen, sources, root_for_patterns or path)
     return Settings(path=path, **chosen)
 
 
@@ -342,3 +407,16 @@ def check_settings(settings: Settings) -> Settings:
             f"got {settings.shard_index}"
         )
     return settings
+
+
+def _normalize_patterns(chosen: dict[str, Any], sources: dict[str, str], path: str) -> None:
+    root = os.path.abspath(path)  # no file system access: only the working directory
+    for field in ("include", "exclude", "exclude_dir"):
+        if field not in chosen:
+            continue
+        try:
+            chosen[field] = tuple(
+                normalize_pattern(p, root, for_dirs=field == "exclude_dir") for p in chosen[field]
+            )
+        except ValueError as exc:
+            raise SettingsError(f"{sources[field]}: {exc}") from None

@@ -7,6 +7,7 @@ it gives the live display, the log rendering and the tables from one library.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from typing import Any
@@ -61,9 +62,17 @@ class TerminalUI:
     def __init__(self, dry_run: bool, live: bool, text_logs: bool) -> None:
         from rich.console import Console
 
+        class _Console(Console):
+            def on_broken_pipe(self) -> None:
+                # rich's default exits the process (SystemExit(1), mid-run, with a traceback
+                # from the logging call). Go quiet and raise what the log handler expects: it
+                # silences the output and tells the engine (jsonlog's broken-pipe guard).
+                self.quiet = True
+                raise BrokenPipeError(errno.EPIPE, "the output was closed")
+
         # Text mode writes to stdout (it is the terminal); a display beside JSON lines goes
         # to stderr so the records stay clean.
-        self.console = Console(file=sys.stdout if text_logs else sys.stderr)
+        self.console = _Console(file=sys.stdout if text_logs else sys.stderr)
         self.dry_run = dry_run
         self.show_live = live
         self.text_logs = text_logs

@@ -1,0 +1,52 @@
+"""SIGINT and SIGTERM that arrive before the engine's own handlers are installed.
+
+The command line calls ``install_early()`` first thing, before the heavy imports: from then on
+a SIGINT or SIGTERM is recorded instead of killing the process, and the engine, once its own
+handlers are installed, reads ``early_signal()`` and treats a recorded signal as a stop
+request (an interrupted run with its final record and exit code 130/143).
+
+A second signal before the engine has taken over means the user insists: the process then
+dies of that signal at once, as it would have without these handlers. Nothing has been
+deleted at that point (the engine has not started).
+
+Standard library only: this module is imported while the process is still starting.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+_received: int | None = None
+
+
+def _record(signum: int, frame: FrameType | None) -> None:
+    global _received
+    if _received is None:
+        _received = signum
+        return
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def install_early() -> None:
+    """Record SIGINT/SIGTERM from now on (until the engine installs its own handlers)."""
+    for signum in HANDLED:
+        try:
+            signal.signal(signum, _record)
+        except ValueError:  # not the main thread (an embedding program): leave them alone
+            return
+
+
+def early_signal() -> int | None:
+    """The first SIGINT/SIGTERM received since ``install_early()``, or None."""
+    return _received
+
+
+def reset() -> None:
+    """Forget a recorded signal (for a program that runs the engine more than once)."""
+    global _received
+    _received = None
