@@ -10,15 +10,20 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     exit 2
 fi
 
-# A real Prometheus Pushgateway for the metrics tests (Debian package; the tests start it on
-# a free loopback port themselves).
-if ! command -v prometheus-pushgateway >/dev/null 2>&1; then
+# A real Prometheus Pushgateway for the metrics tests, and promtool (Debian package
+# `prometheus`) to lint the metrics and run the documented alert rules' unit tests. The tests
+# start the Pushgateway on a free loopback port themselves.
+missing=()
+command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== installing prometheus-pushgateway (apt)"
+        echo "== installing ${missing[*]} (apt)"
         apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-pushgateway >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
     else
-        echo "scripts/test.sh: prometheus-pushgateway is missing (Debian: apt-get install prometheus-pushgateway)" >&2
+        echo "scripts/test.sh: missing ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
         exit 2
     fi
 fi
