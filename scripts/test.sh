@@ -34,10 +34,15 @@ rm -rf "$VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 
 # Install-time preparation for the deployment tests, so that the tests need no network:
-# - the Dockerfile's build step (wheels of the project and its dependencies);
+# - the Dockerfile's build step for the dependencies (the locked wheels, hashes checked);
 # - the GitHub workflow linter from the npm registry, when npm is on this machine.
 rm -rf .wheelhouse
-"$VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir .wheelhouse .
+"$VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --require-hashes \
+    --wheel-dir .wheelhouse -r requirements-image.txt
+# ... and the build backend, so that tests/test_docs.py can run the README's `pip install .`
+# offline (PIP_NO_INDEX, PIP_FIND_LINKS=.wheelhouse).
+"$VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir .wheelhouse \
+    "setuptools>=77"
 if command -v npm >/dev/null 2>&1; then
     npm install --silent --no-audit --no-fund --prefix .tools \
         @action-validator/cli @action-validator/core >/dev/null

@@ -196,9 +196,9 @@ def test_a_bad_previous_textfile_counts_as_no_previous_file(tmp_path, content):
     assert value(found, "efspurge_last_run_files_deleted") == 1
 
 
-def test_the_last_success_written_by_1_0_0_is_carried_over(tmp_path, monkeypatch):
-    """A textfile written by 1.0.0 (counters, dry_run and outcome labels, no job): its last
-    success is adopted by the group, everything else of it is dropped."""
+def test_the_last_success_of_the_first_metrics_format_is_carried_over(tmp_path, monkeypatch):
+    """A textfile of the first, unreleased format (counters, dry_run and outcome labels, no
+    job): its last success is adopted by the group, everything else of it is dropped."""
     prom = tmp_path / "efspurge.prom"
     prom.write_text(
         "# TYPE efspurge_files_deleted_total counter\n"

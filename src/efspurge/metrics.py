@@ -183,8 +183,9 @@ def final_families(
     )
     duration = record.get("duration_seconds", 0) or 0
     out.gauge("efspurge_last_run_duration_seconds", "Wall time of the last run.", duration)
-    # The help texts of the next two are those of 1.0.0: a Pushgateway refuses a push whose
-    # help text differs from the same family's in another group.
+    # The help texts of the next two are those of the first metrics format (before groups):
+    # a Pushgateway refuses a push whose help text differs from the same family's in another
+    # group.
     out.gauge("efspurge_last_run_timestamp_seconds", "When the last run ended.", now)
     out.gauge("efspurge_last_run_exit_code", "Exit code of the last run.", exit_code)
     out.stateset(
@@ -273,9 +274,9 @@ def write_textfile(path: str, settings: Settings, new: _Families, *, final: bool
                 target.add_sample(name, {**labels, **s.labels}, s.value)
         for fam in previous:
             if not fam.name.startswith("efspurge_") or fam.type not in ("gauge", "unknown"):
-                continue  # series of 1.0.0 (counters) or of someone else are not carried
+                continue  # the first format's counters, or someone else's: not carried
             for s in fam.samples:
-                if "job" not in s.labels:  # written by 1.0.0: only its last success is kept
+                if "job" not in s.labels:  # the first format (no groups): keep its last success
                     if _adopt(fam.name, s.labels, labels, new, merged):
                         family(LAST_SUCCESS, fam.documentation).add_sample(
                             LAST_SUCCESS, labels, s.value
@@ -293,8 +294,8 @@ def write_textfile(path: str, settings: Settings, new: _Families, *, final: bool
 
 
 def _adopt(name: str, old: dict, labels: dict, new: _Families, merged: dict) -> bool:
-    """Whether a 1.0.0 last-success sample is this group's, to be carried into the new
-    labels (once, and only when this write does not bring its own)."""
+    """Whether a last-success sample of the first format is this group's, to carry into the
+    new labels (once, and only when this write does not bring its own)."""
     return (
         name == LAST_SUCCESS
         and LAST_SUCCESS not in new.families
