@@ -10,15 +10,20 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     exit 2
 fi
 
-# A real Prometheus Pushgateway for the metrics tests (Debian package; the tests start it on
-# a free loopback port themselves).
-if ! command -v prometheus-pushgateway >/dev/null 2>&1; then
+# A real Prometheus Pushgateway for the metrics tests, and promtool (Debian package
+# `prometheus`) to lint the metrics and run the documented alert rules' unit tests. The tests
+# start the Pushgateway on a free loopback port themselves.
+missing=()
+command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== installing prometheus-pushgateway (apt)"
+        echo "== installing ${missing[*]} (apt)"
         apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-pushgateway >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
     else
-        echo "scripts/test.sh: prometheus-pushgateway is missing (Debian: apt-get install prometheus-pushgateway)" >&2
+        echo "scripts/test.sh: missing ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
         exit 2
     fi
 fi
@@ -29,10 +34,15 @@ rm -rf "$VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 
 # Install-time preparation for the deployment tests, so that the tests need no network:
-# - the Dockerfile's build step (wheels of the project and its dependencies);
+# - the Dockerfile's build step for the dependencies (the locked wheels, hashes checked);
 # - the GitHub workflow linter from the npm registry, when npm is on this machine.
 rm -rf .wheelhouse
-"$VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir .wheelhouse .
+"$VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --require-hashes \
+    --wheel-dir .wheelhouse -r requirements-image.txt
+# ... and the build backend, so that tests/test_docs.py can run the README's `pip install .`
+# offline (PIP_NO_INDEX, PIP_FIND_LINKS=.wheelhouse).
+"$VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir .wheelhouse \
+    "setuptools>=77"
 if command -v npm >/dev/null 2>&1; then
     npm install --silent --no-audit --no-fund --prefix .tools \
         @action-validator/cli @action-validator/core >/dev/null

@@ -1,17 +1,12 @@
-"""Audit manifest, dry-run report and Prometheus metrics, checked against the disk and a real
-Pushgateway."""
+"""Audit manifest and dry-run report, checked against the disk. (Metrics: test_metrics.py.)"""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,9 +20,6 @@ from conftest import (
     run_cli,
     snapshot,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
-from efspurge.settings import Settings
 
 # --- manifest ---------------------------------------------------------------------------------
 
@@ -133,172 +125,6 @@ def test_report_by_top_level_directory_and_age(tmp_path):
     assert ages[">365d"] == {"files": 1, "bytes": 10}
     assert ages["90-180d"]["files"] == 5  # the 100-day-old ones
     assert sum(a["files"] for a in ages.values()) == run.stats["files_to_purge"]
-
-
-# --- metrics ----------------------------------------------------------------------------------
-
-
-def samples(text: str) -> dict[tuple[str, tuple], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(found: dict, name: str, **labels) -> float:
-    matches = [v for (n, ls), v in found.items() if n == name and set(labels.items()) <= set(ls)]
-    assert len(matches) == 1, (name, labels, found)
-    return matches[0]
-
-
-def test_metrics_textfile_parses_and_matches_the_final_record(tmp_path):
-    root = tmp_path / "root"
-    build(root)
-    prom = tmp_path / "efspurge.prom"
-    run = purge(root, metrics_file=str(prom))
-    found = samples(prom.read_text())
-    assert (
-        value(found, "efspurge_files_deleted_total", dry_run="false", outcome="success")
-        == run.stats["files_purged"]
-    )
-    assert value(found, "efspurge_bytes_freed_total") == run.stats["bytes_freed"]
-    assert value(found, "efspurge_files_scanned_total") == run.stats["files_scanned"]
-    assert value(found, "efspurge_errors_total") == 0
-    assert value(found, "efspurge_last_run_exit_code") == 0
-    assert (
-        abs(value(found, "efspurge_last_success_timestamp_seconds", dry_run="false") - time.time())
-        < 60
-    )
-    assert not list(tmp_path.glob("efspurge.prom.*"))  # the temporary file was renamed away
-
-
-def test_a_failed_run_keeps_the_last_success_in_the_textfile(tmp_path, monkeypatch):
-    root = tmp_path / "root"
-    build(root)
-    prom = tmp_path / "efspurge.prom"
-    purge(root, metrics_file=str(prom))
-    first = value(samples(prom.read_text()), "efspurge_last_success_timestamp_seconds")
-    from efspurge import fsops
-
-    monkeypatch.setattr(fsops, "lstat_at", lambda dir_fd, name: 1 / 0)  # an internal error: exit 3
-    make_file(root / "another-old", old=True)
-    run = purge(root, metrics_file=str(prom))
-    assert run.code == 3
-    found = samples(prom.read_text())
-    assert value(found, "efspurge_last_run_exit_code", outcome="failed") == 3
-    assert value(found, "efspurge_last_success_timestamp_seconds") == first
-
-
-@pytest.fixture
-def pushgateway():
-    binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
-    if binary is None:
-        pytest.fail("prometheus-pushgateway is missing: scripts/test.sh installs it")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("the Pushgateway did not start")
-            time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def scrape(url: str) -> dict:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
-        return samples(resp.read().decode())
-
-
-def test_push_to_a_real_pushgateway(tmp_path, pushgateway):
-    root = tmp_path / "root"
-    build(root)
-    run = purge(
-        root,
-        pushgateway=pushgateway,
-        push_job="purge-tmp",
-        push_label=("instance=efs-a",),
-    )
-    assert run.code == 0 and any(r["message"] == "Metrics published" for r in run.log)
-    found = scrape(pushgateway)
-    deleted = value(found, "efspurge_files_deleted_total", job="purge-tmp", instance="efs-a")
-    assert deleted == run.stats["files_purged"]
-    first = value(
-        found, "efspurge_last_success_timestamp_seconds", job="purge-tmp", instance="efs-a"
-    )
-    assert abs(first - time.time()) < 60
-
-
-def test_failed_run_does_not_overwrite_the_pushed_last_success(tmp_path, pushgateway, monkeypatch):
-    root = tmp_path / "root"
-    build(root)
-    purge(root, pushgateway=pushgateway, push_label=("instance=a",))
-    first = value(scrape(pushgateway), "efspurge_last_success_timestamp_seconds", instance="a")
-    from efspurge import fsops
-
-    monkeypatch.setattr(fsops, "lstat_at", lambda dir_fd, name: 1 / 0)
-    make_file(root / "x-old", old=True)
-    time.sleep(0.01)
-    run = purge(root, pushgateway=pushgateway, push_label=("instance=a",))
-    assert run.code == 3
-    found = scrape(pushgateway)
-    assert value(found, "efspurge_last_success_timestamp_seconds", instance="a") == first
-    assert value(found, "efspurge_last_run_exit_code", instance="a") == 3
-
-
-def test_shards_push_into_their_own_groups(tmp_path, pushgateway):
-    root = tmp_path / "root"
-    build(root)
-    for index in range(2):
-        purge(root, pushgateway=pushgateway, shard_count=2, shard_index=index, dry_run=True)
-    found = scrape(pushgateway)
-    per_shard = [
-        value(found, "efspurge_files_selected_total", job="efspurge", shard=str(i))
-        for i in range(2)
-    ]
-    whole = purge(root, dry_run=True)
-    assert sum(per_shard) == whole.stats["files_to_purge"] == 5
-    assert all(n > 0 for n in per_shard)
-
-
-def test_push_failure_is_logged_and_fails_the_run_only_when_asked(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens here
-    make_file(tmp_path / "old", old=True)
-    lenient = purge(tmp_path, pushgateway=dead)
-    assert lenient.code == 0 and any(r["message"] == "Metrics not published" for r in lenient.log)
-    assert any(r["message"] == "Could not push metrics to the Pushgateway" for r in lenient.log)
-    strict = purge(tmp_path, pushgateway=dead, fail_on_push_error=True)
-    assert strict.code == 6
-
-
-def test_grouping_key():
-    from efspurge.metrics import grouping_key
-
-    assert grouping_key(
-        Settings(path="/x", push_label=("instance=a",), shard_count=3, shard_index=1)
-    ) == {
-        "instance": "a",
-        "shard": "1",
-    }
 
 
 def test_manifest_mtime_is_the_mtime_whatever_ages_the_file(tmp_path):

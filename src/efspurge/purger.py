@@ -432,9 +432,12 @@ class _Run:
         }
 
     def _progress(self) -> None:
-        fields_ = self.snapshot()
-        fields_.update(self.walker.statistics())
-        self.log.info("Progress", extra={"extra_fields": fields_})
+        snapshot = self.snapshot()
+        if self.settings.metrics_file or self.settings.pushgateway:
+            from efspurge import metrics
+
+            metrics.publish_progress(snapshot, self.settings)  # returns at once, never raises
+        self.log.info("Progress", extra={"extra_fields": {**snapshot, **self.walker.statistics()}})
 
     def _ui_update(self) -> None:
         self.ui.update(self.snapshot())
