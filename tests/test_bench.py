@@ -1,12 +1,18 @@
-"""A tiny run of the benchmark, so that it keeps working. No timing is asserted."""
+"""Tiny runs of the benchmarks, so that they keep working. No timing is asserted."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 
@@ -55,3 +61,154 @@ def test_benchmark_reports_a_tool_that_deletes_too_much(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert "greedy" in result.stderr and "FAILED" in result.stderr
+
+
+# --- the documented commands, with tiny trees ----------------------------------------------
+
+REPO = BENCH.parent.parent
+PERFORMANCE = REPO / "PERFORMANCE.md"
+# Options whose value is a place to write: the test points them below tmp_path.
+PLACES = {"--root-base", "--work", "--out", "--chart", "--json", "--table"}
+# Lines of the section that set up the environment this test already runs in.
+SETUP = [
+    shlex.split("python3 -m venv .venv && .venv/bin/pip install -e '.[bench]'"),
+    ["PATH=$PWD/.venv/bin:$PATH"],
+]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_under_test", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_it_yourself() -> list[list[str]]:
+    """Every command of PERFORMANCE.md's "Run it yourself" code block, as argv lists."""
+    section = PERFORMANCE.read_text().split("## Run it yourself", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "PERFORMANCE.md: no bash block in 'Run it yourself'"
+    lines = block.group(1).replace("\\\n", " ").splitlines()
+    commands = [shlex.split(line, comments=True) for line in lines]
+    return [c for c in commands if c]
+
+
+def slowfs_problem() -> str | None:
+    """Why slowfs cannot be mounted here, or None."""
+    if os.geteuid() != 0:
+        return "slowfs needs root"
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    try:
+        folder = load_bench().find_slowfs()
+    except FileNotFoundError as e:
+        return str(e)
+    built = [folder / "slowfs", Path(os.environ.get("SLOWFS_BUILD_DIR", "/tmp/slowfs-build"))]
+    if not (built[0].exists() or (built[1] / "slowfs").exists() or shutil.which("pkg-config")):
+        return "slowfs is not built and cannot be built here"
+    return None
+
+
+COMMANDS = run_it_yourself()
+
+
+def test_the_section_only_holds_commands_this_test_knows():
+    for argv in COMMANDS:
+        assert argv in SETUP or argv[:2] in (
+            ["python", "benchmarks/bench.py"],
+            ["python", "benchmarks/suite.py"],
+            ["python", "benchmarks/ratelimit.py"],
+        ), f"PERFORMANCE.md 'Run it yourself' has a command this test does not run: {argv}"
+    assert any(argv[1:2] == ["benchmarks/suite.py"] for argv in COMMANDS)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [c for c in COMMANDS if c not in SETUP],
+    ids=lambda c: f"{COMMANDS.index(c)}-{Path(c[1]).stem}",
+)
+def test_documented_command_runs_with_tiny_trees(argv, tmp_path):
+    command = shlex.join(argv)
+    argv = list(argv)
+    needs_slowfs = "--slowfs" in argv or argv[1].endswith(("suite.py", "ratelimit.py"))
+    if needs_slowfs and (problem := slowfs_problem()):
+        pytest.skip(problem)
+    if argv[1].endswith("suite.py") and os.geteuid() != 0:
+        pytest.skip("the suite's memory piece mounts a tmpfs: root only")
+    argv[0] = sys.executable
+    argv[1] = str(REPO / argv[1])
+    for i, word in enumerate(argv[:-1]):
+        if word in PLACES:
+            argv[i + 1] = str(tmp_path / f"{i}-{Path(argv[i + 1]).name}")
+    env = {
+        **os.environ,
+        "EFSPURGE_BENCH_TINY": "1",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    }
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert "| efspurge" in result.stdout or "efspurge" in result.stdout
+
+
+def test_a_missing_slowfs_is_a_clear_error(tmp_path):
+    result = run_bench(
+        tmp_path, "--scenarios", "flat:10", "--slowfs", "lat=100", "--slowfs-dir", "/nonexistent"
+    )
+    assert result.returncode == 2
+    assert "slowfs not found" in result.stderr and "SLOWFS_DIR" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_scenario_lists_split_on_spaces_semicolons_and_commas():
+    bench = load_bench()
+    names = [
+        s.name for s in bench.parse_scenarios("flat:100000,balanced:10x3x100 mixed:20;deep:3x1")
+    ]
+    assert names == ["flat:100000", "balanced:10x3x100", "mixed:20", "deep:3x1"]
+    assert bench.parse_scenarios("balanced:10,3,100@0.9")[0].params == (10, 3, 100)
+    tiny = [s.name for s in bench.parse_scenarios("flat:10000000@0.9 balanced:10x2x200", tiny=True)]
+    assert tiny == ["flat:2000@0.9", "balanced:3x2x5"]
+    with pytest.raises(Exception, match="bad scenario"):
+        bench.parse_scenarios("flat:many")
+
+
+def test_a_bad_scenario_is_a_usage_error(tmp_path):
+    result = run_bench(tmp_path, "--scenarios", "flat:1,2x")
+    assert result.returncode == 2 and "bad scenario" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("cc") and not shutil.which("gcc"), reason="no C compiler")
+def test_the_c_generator_makes_the_same_tree_as_python(tmp_path):
+    bench = load_bench()
+    scenario = bench.Scenario.parse("flat:3000@0.3")
+    trees = {}
+    for generator in ("python", "c"):
+        bench.GENERATOR = generator
+        root = tmp_path / generator
+        counts = scenario.generate(root)
+        listing = {}
+        for entry in os.scandir(root):
+            st = entry.stat(follow_symlinks=False)
+            listing[entry.name] = (entry.is_file(follow_symlinks=False), round(st.st_mtime))
+        trees[generator] = (counts, listing)
+    assert trees["python"] == trees["c"]
+    assert trees["c"][0].old_files == 900 and len(trees["c"][1]) == 3000
+
+
+def test_summary_pairs_throughput_with_find_xargs_per_round():
+    bench = load_bench()
+    run = bench.RunResult
+    results = [
+        run("find-xargs", "s", 0, 2.0, 100, 1.0, True),
+        run("efspurge", "s", 0, 1.0, 100, 1.0, True),
+        run("find-xargs", "s", 1, 1.0, 100, 1.0, True),
+        run("efspurge", "s", 1, 2.0, 100, 1.0, True),
+        run("find-xargs", "s", 2, 3.0, 100, 1.0, True),
+        run("efspurge", "s", 2, 2.0, 100, 1.0, True),
+    ]
+    rows = {r["tool"]: r for r in bench.summarize(results, ["find-xargs", "efspurge"])}
+    assert rows["efspurge"]["throughput_vs_find_xargs"] == 1.5  # median of 2.0, 0.5, 1.5
+    assert rows["find-xargs"]["throughput_vs_find_xargs"] == 1.0
+    assert rows["efspurge"]["ratio_to_find"] is None
