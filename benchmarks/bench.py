@@ -444,12 +444,23 @@ class Mounter:
 
     def mount(self, backing: Path, mountpoint: Path) -> None:
         mountpoint.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "BENCH_BACKING": str(backing), "BENCH_MOUNT": str(mountpoint)}
-        subprocess.run(self.mount_cmd, shell=True, check=True, env=env, stdout=subprocess.DEVNULL)
+        self._run(self.mount_cmd, backing, mountpoint)
 
     def umount(self, backing: Path, mountpoint: Path) -> None:
+        self._run(self.umount_cmd, backing, mountpoint)
+
+    @staticmethod
+    def _run(command: str | None, backing: Path, mountpoint: Path) -> None:
+        """Run a hook quietly; its output is shown only when it fails."""
+        if not command:
+            return
         env = {**os.environ, "BENCH_BACKING": str(backing), "BENCH_MOUNT": str(mountpoint)}
-        subprocess.run(self.umount_cmd, shell=True, check=True, env=env, stdout=subprocess.DEVNULL)
+        done = subprocess.run(
+            command, shell=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        if done.returncode != 0:
+            sys.stderr.write(done.stdout.decode(errors="replace"))
+            raise subprocess.CalledProcessError(done.returncode, command)
 
 
 def scale_latency(options: str, factor: float) -> str:
@@ -717,7 +728,7 @@ def _mem_available() -> int | None:
     return None
 
 
-def preflight(base: Path, scenarios: list[Scenario], tmpfs: str | None) -> str | None:
+def preflight(base: Path, scenarios: list[Scenario]) -> str | None:
     """A clear message when the largest tree cannot fit (inodes, or RAM for a tmpfs)."""
     need = max(s.entries() for s in scenarios) + 1000
     st = os.statvfs(base)
@@ -878,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["mount", "-t", "tmpfs", "-o", args.tmpfs, "tmpfs", str(base)], check=True)
         mounted_tmpfs = True
     try:
-        problem = preflight(base, scenarios, args.tmpfs)
+        problem = preflight(base, scenarios)
         if problem:
             print(f"bench.py: {problem}", file=sys.stderr)
             return 2

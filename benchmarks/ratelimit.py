@@ -219,7 +219,7 @@ def one_rate(args: argparse.Namespace, slowfs: Path, limit: int) -> RateRun:
     shutil.rmtree(backing, ignore_errors=True)
     counts = scenario.generate(backing / "tree")
     mountpoint.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
+    mounted = subprocess.run(
         [
             str(slowfs / "mount.sh"),
             str(backing),
@@ -227,9 +227,11 @@ def one_rate(args: argparse.Namespace, slowfs: Path, limit: int) -> RateRun:
             *EFS_LIKE.split(),
             *args.slowfs_extra.split(),
         ],
-        check=True,
-        stdout=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
+    if mounted.returncode != 0:
+        raise RuntimeError(f"slowfs mount failed:\n{mounted.stdout}{mounted.stderr}")
     stats_sh = slowfs / "stats.sh"
     command = [
         args.efspurge,

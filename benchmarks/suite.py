@@ -10,7 +10,7 @@ measured figures, then every piece's table) and OUT/summary.json:
   sweep   slowfs latency sweep, balanced 20k tree (10x2x200), unlink 0.3, 0.6, 1.25, 2.5 and
           5 ms with lookups, getattr and listings scaled alike; efspurge, `find | xargs -P64
           rm` and `find -delete` (find in the first 2 rounds only: 3 to 52 s a run); the
-          throughput ratio to find-xargs is paired per round. ~6 min.
+          throughput ratio to find-xargs is paired per round. ~7 min.
   tmpfs   tmpfs flat 100k / balanced 10x3x100 / mixed 200k, defaults, against `find -delete`.
           ~3 min.
   slowfs  slowfs EFS-like latency, balanced 10x2x200, defaults: wall time (find-xargs
@@ -18,7 +18,7 @@ measured figures, then every piece's table) and OUT/summary.json:
   memory  peak RSS, 1,000,000 and 10,000,000 files in ONE flat directory (90 % old) on a
           private tmpfs mounted for the piece (nr_inodes large enough; needs root and ~11 GiB
           of free RAM for the 10M tree's inodes), efspurge with defaults. The 10M tree is made
-          by a C helper (fastgen.c) in ~40 s. ~4 min.
+          by a C helper (fastgen.c): 98 s measured. ~5 min (10M run alone ~3 min).
 
 --rounds (default 5: median of 5 interleaved runs) applies to sweep, tmpfs and slowfs; memory
 runs once. --pieces picks some of them. With --tiny (or EFSPURGE_BENCH_TINY=1) every tree
