@@ -5,27 +5,38 @@ For each scenario and round, every tool gets a freshly generated copy of the sam
 deterministic tree, in interleaved order (A B A B ...). After every run the tree is checked:
 exactly the old regular files must be gone, and everything else must still be there.
 Reported per tool and scenario: median wall time, files deleted per second, peak RSS of the
-process, and the ratio to `find` paired round by round.
+process, the time ratio to `find` and the throughput ratio to `find | xargs -P 64 rm`, both
+paired round by round.
 
 Works on any filesystem. To measure a latency filesystem, generate on a backing store and
 mount it before each run (cold caches) with --mount/--umount hooks, or use --slowfs, which
-does that with ../shared/tools/slowfs.
+does that with slowfs, the project's latency-injecting FUSE filesystem. slowfs is not part of
+this repository: point --slowfs-dir (or $SLOWFS_DIR) at its folder (the one with build.sh,
+mount.sh, stats.sh, umount.sh); by default a `shared/tools/slowfs` next to the checkout is used.
 
     python benchmarks/bench.py --root-base /dev/shm/bench --scenarios flat:100000,balanced:10x3x100
-    python benchmarks/bench.py --root-base /var/tmp/bench --scenarios balanced:10x2x200 \\
+    python benchmarks/bench.py --root-base /dev/shm/sbench --scenarios balanced:10x2x200 \\
         --slowfs "lat_getattr=1000 lat_readdir=1000 lat_unlink=2500 lat_rmdir=2500 \\
                   lat_other=500 lat_opendir=0 entry_timeout=3 attr_timeout=3"
 
 Scenario syntax: flat:N | balanced:FANOUTxDEPTHxPER_LEAF | deep:DEPTHxPER_LEVEL | mixed:N,
-each optionally followed by @FRACTION_OLD (default 0.5), e.g. flat:1000000@0.9.
+each optionally followed by @FRACTION_OLD (default 0.5), e.g. flat:1000000@0.9. Scenarios
+are separated by spaces, ';' or ','.
+
+Tiny mode (--tiny, or the environment variable EFSPURGE_BENCH_TINY=1) shrinks every scenario
+to a few hundred files and runs one round: the same commands then finish in seconds, which is
+how tests/test_bench.py keeps the documented commands working.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import hashlib
 import json
+import math
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -39,7 +50,40 @@ from pathlib import Path
 DAY = 86_400
 AGE_DAYS = 30
 HERE = Path(__file__).resolve().parent
-DEFAULT_SLOWFS = HERE.parent.parent / "shared" / "tools" / "slowfs"
+REPO = HERE.parent
+TINY_ENV = "EFSPURGE_BENCH_TINY"
+# Where slowfs may be found when neither --slowfs-dir nor $SLOWFS_DIR says: a copy inside the
+# checkout, or the project's shared tools next to it (../shared, or ../../shared from a
+# worktree).
+SLOWFS_CANDIDATES = [
+    HERE / "slowfs",
+    REPO.parent / "shared" / "tools" / "slowfs",
+    REPO.parent.parent / "shared" / "tools" / "slowfs",
+]
+SLOWFS_HELP = (
+    "slowfs is the project's latency-injecting FUSE filesystem (a folder with build.sh, "
+    "mount.sh, stats.sh and umount.sh; it needs root, /dev/fuse and libfuse3). It is not part "
+    "of this repository: get the project's shared tools (shared/tools/slowfs) and pass "
+    "--slowfs-dir DIR or set SLOWFS_DIR=DIR."
+)
+
+
+def find_slowfs(explicit: Path | str | None = None) -> Path:
+    """The slowfs folder: explicit, else $SLOWFS_DIR, else the first candidate that exists.
+
+    Raises FileNotFoundError with a message that says where to get it."""
+    if explicit is None and os.environ.get("SLOWFS_DIR"):
+        explicit = os.environ["SLOWFS_DIR"]
+    candidates = [Path(explicit)] if explicit is not None else SLOWFS_CANDIDATES
+    for candidate in candidates:
+        if (candidate / "mount.sh").is_file():
+            return candidate.resolve()
+    where = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"slowfs not found (looked in {where}). {SLOWFS_HELP}")
+
+
+def tiny_mode() -> bool:
+    return os.environ.get(TINY_ENV, "").strip().lower() not in ("", "0", "no", "false")
 
 
 # --- deterministic trees ---------------------------------------------------------------------
@@ -93,9 +137,72 @@ class TreeWriter:
         self.counts.symlinks += 1
 
 
+# Flat trees of this many files or more are made by the C helper (fastgen.c) when a compiler
+# is available: ~4 us per file with two threads on tmpfs instead of ~11 us in Python.
+FAST_MIN = 20_000
+GENERATOR = "auto"  # auto | c | python (--generator)
+_FASTGEN: list[Path | None] = []
+
+
+def fast_generator() -> Path | None:
+    """Compile benchmarks/fastgen.c once (cached by its hash); None without a C compiler."""
+    if _FASTGEN:
+        return _FASTGEN[0]
+    source = HERE / "fastgen.c"
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    binary = None
+    if compiler and source.is_file():
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        binary = cache / "efspurge-bench" / f"fastgen-{digest}"
+        if not binary.exists():
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            tmp = binary.with_suffix(f".{os.getpid()}.tmp")
+            done = subprocess.run(
+                [compiler, "-O2", "-pthread", "-o", str(tmp), str(source)],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode == 0:
+                tmp.replace(binary)
+            else:
+                print(f"fastgen: compile failed, using Python:\n{done.stderr}", file=sys.stderr)
+                binary = None
+    _FASTGEN.append(binary)
+    return binary
+
+
 def gen_flat(w: TreeWriter, fd: int, n: int) -> None:
-    for i in range(n):
-        w.file(fd, f"file-{i:08d}.tmp")
+    helper = None
+    if GENERATOR == "c" or (GENERATOR == "auto" and n >= FAST_MIN):
+        helper = fast_generator()
+        if helper is None and GENERATOR == "c":
+            raise RuntimeError("--generator c: no C compiler (cc/gcc) to build fastgen.c")
+    if helper is None or w.index != 0:
+        for i in range(n):
+            w.file(fd, f"file-{i:08d}.tmp")
+        return
+    threads = max(1, min(8, len(os.sched_getaffinity(0))))
+    done = subprocess.run(
+        [
+            str(helper),
+            f"/proc/self/fd/{fd}",
+            str(n),
+            repr(w.fraction_old * 1000),
+            str(round(w.old_time * 1e9)),
+            str(round(w.new_time * 1e9)),
+            str(threads),
+        ],
+        pass_fds=(fd,),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"fastgen failed: {done.stderr.strip()}")
+    old, new = (int(x) for x in done.stdout.split())
+    w.counts.old_files += old
+    w.counts.new_files += new
+    w.index += n
 
 
 def gen_balanced(w: TreeWriter, fd: int, fanout: int, depth: int, per_leaf: int) -> None:
@@ -155,6 +262,9 @@ def gen_mixed(w: TreeWriter, fd: int, n: int) -> None:
         d += 1
 
 
+KINDS = {"flat": 1, "balanced": 3, "deep": 2, "mixed": 1}
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -166,12 +276,44 @@ class Scenario:
     def parse(cls, text: str) -> Scenario:
         spec, _, frac = text.partition("@")
         kind, _, params = spec.partition(":")
-        fraction = float(frac) if frac else 0.5
-        numbers = tuple(int(p) for p in params.replace(",", "x").split("x") if p)
-        expected = {"flat": 1, "balanced": 3, "deep": 2, "mixed": 1}
-        if kind not in expected or len(numbers) != expected[kind]:
-            raise argparse.ArgumentTypeError(f"bad scenario {text!r} (see --help)")
+        try:
+            fraction = float(frac) if frac else 0.5
+            numbers = tuple(int(p) for p in params.split("x") if p)
+        except ValueError:
+            numbers, fraction = (), 0.5
+        if kind not in KINDS or len(numbers) != KINDS[kind] or not 0 <= fraction <= 1:
+            raise argparse.ArgumentTypeError(
+                f"bad scenario {text!r}: expected flat:N, balanced:FxDxP, deep:DxP or mixed:N, "
+                "optionally followed by @FRACTION_OLD"
+            )
         return cls(text, kind, numbers, fraction)
+
+    def tiny(self) -> Scenario:
+        """The same shape with a few hundred files at most (tiny mode)."""
+        p = self.params
+        small = {
+            "flat": lambda: (min(max(20, p[0] // 1000), 2000),),
+            "balanced": lambda: (min(p[0], 3), min(p[1], 2), min(p[2], 5)),
+            "deep": lambda: (min(p[0], 30), min(p[1], 2)),
+            "mixed": lambda: (min(max(50, p[0] // 1000), 500),),
+        }[self.kind]()
+        if small == p:
+            return self
+        suffix = f"@{self.name.partition('@')[2]}" if "@" in self.name else ""
+        name = f"{self.kind}:{'x'.join(str(n) for n in small)}{suffix}"
+        return replace(self, name=name, params=small)
+
+    def entries(self) -> int:
+        """About how many inodes the tree needs (files, directories, symlinks)."""
+        p = self.params
+        if self.kind == "flat":
+            return p[0]
+        if self.kind == "balanced":
+            fanout, depth, per_leaf = p
+            return fanout**depth * per_leaf + sum(fanout**k for k in range(1, depth + 1))
+        if self.kind == "deep":
+            return p[0] * (p[1] + 1)
+        return p[0] + p[0] // 100 + 50  # mixed: files, groups, symlinks, nested dirs
 
     def generate(self, root: Path) -> TreeCounts:
         root.mkdir(parents=True)
@@ -184,6 +326,18 @@ class Scenario:
         finally:
             os.close(fd)
         return w.counts
+
+
+def split_scenarios(text: str) -> list[str]:
+    """Split a scenario list on spaces, ';' and ',' (a comma before a letter starts a new one;
+    the old comma form of parameters, balanced:10,3,100, is still read)."""
+    words = [w for w in re.split(r"[\s;]+|,(?=[a-zA-Z])", text) if w]
+    return [re.sub(r"(?<=\d),(?=\d)", "x", w) for w in words]
+
+
+def parse_scenarios(text: str, tiny: bool = False) -> list[Scenario]:
+    scenarios = [Scenario.parse(w) for w in split_scenarios(text)]
+    return [s.tiny() for s in scenarios] if tiny else scenarios
 
 
 def count_tree(root: Path, cutoff: float) -> TreeCounts:
@@ -290,12 +444,23 @@ class Mounter:
 
     def mount(self, backing: Path, mountpoint: Path) -> None:
         mountpoint.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "BENCH_BACKING": str(backing), "BENCH_MOUNT": str(mountpoint)}
-        subprocess.run(self.mount_cmd, shell=True, check=True, env=env, stdout=subprocess.DEVNULL)
+        self._run(self.mount_cmd, backing, mountpoint)
 
     def umount(self, backing: Path, mountpoint: Path) -> None:
+        self._run(self.umount_cmd, backing, mountpoint)
+
+    @staticmethod
+    def _run(command: str | None, backing: Path, mountpoint: Path) -> None:
+        """Run a hook quietly; its output is shown only when it fails."""
+        if not command:
+            return
         env = {**os.environ, "BENCH_BACKING": str(backing), "BENCH_MOUNT": str(mountpoint)}
-        subprocess.run(self.umount_cmd, shell=True, check=True, env=env, stdout=subprocess.DEVNULL)
+        done = subprocess.run(
+            command, shell=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        if done.returncode != 0:
+            sys.stderr.write(done.stdout.decode(errors="replace"))
+            raise subprocess.CalledProcessError(done.returncode, command)
 
 
 def scale_latency(options: str, factor: float) -> str:
@@ -335,7 +500,9 @@ def one_run(
     backing = base / "backing"
     if backing.exists():
         shutil.rmtree(backing)
+    started = time.perf_counter()
     counts = scenario.generate(backing / "tree")
+    generate_seconds = time.perf_counter() - started
     # With shards, the tree is mounted once per shard: separate mounts behave like separate
     # clients, each with its own directory locks and request queue.
     mountpoints = [base / (f"mnt{i}" if shards > 1 else "mnt") for i in range(shards)]
@@ -363,7 +530,7 @@ def one_run(
         problem = f"exit code {code}: {out.strip()[-300:]}"
     elif after != expected:
         problem = f"tree after run {asdict(after)} != expected {asdict(expected)}"
-    extra = {}
+    extra: dict = {}
     if tool == "efspurge":
         for line in out.splitlines():
             if '"Purge operation completed"' in line:
@@ -379,7 +546,13 @@ def one_run(
         ok=not problem,
         problem=problem,
         extra={
-            k: extra[k] for k in ("peak_memory_mb", "io_threads", "errors", "shards") if k in extra
+            **{
+                k: extra[k]
+                for k in ("peak_memory_mb", "io_threads", "processes", "errors", "shards")
+                if k in extra
+            },
+            "files": counts.old_files + counts.new_files,
+            "generate_seconds": round(generate_seconds, 3),
         },
     )
 
@@ -387,19 +560,31 @@ def one_run(
 # --- reporting ----------------------------------------------------------------------------
 
 
+def _paired(runs: list[RunResult], base: dict[int, float], invert: bool) -> float | None:
+    """Median over the rounds both ran of tool/base wall time (or base/tool: throughput)."""
+    ratios = [
+        (base[r.round] / r.wall_seconds if invert else r.wall_seconds / base[r.round])
+        for r in runs
+        if r.round in base and r.wall_seconds > 0 and base[r.round] > 0
+    ]
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
 def summarize(results: list[RunResult], tools: list[str]) -> list[dict]:
+    """One row per scenario and tool. ratio_to_find: wall time / find's wall time in the same
+    round (paired median; < 1 is faster); throughput_vs_find_xargs: find-xargs's wall time /
+    the tool's, paired (files per second relative to `find | xargs -P 64 rm`; > 1 is faster)."""
     rows = []
     for scenario in dict.fromkeys(r.scenario for r in results):
         mine = [r for r in results if r.scenario == scenario]
         find_by_round = {r.round: r.wall_seconds for r in mine if r.tool == "find"}
+        xargs_by_round = {r.round: r.wall_seconds for r in mine if r.tool == "find-xargs"}
         for tool in tools:
             runs = [r for r in mine if r.tool == tool]
             if not runs:
                 continue
-            ratios = [
-                r.wall_seconds / find_by_round[r.round] for r in runs if r.round in find_by_round
-            ]
             wall = statistics.median(r.wall_seconds for r in runs)
+            efspurge_mb = [r.extra["peak_memory_mb"] for r in runs if "peak_memory_mb" in r.extra]
             rows.append(
                 {
                     "scenario": scenario,
@@ -408,26 +593,44 @@ def summarize(results: list[RunResult], tools: list[str]) -> list[dict]:
                     "median_wall_s": round(wall, 3),
                     "files_deleted_per_s": round(runs[0].deleted / wall) if wall else 0,
                     "median_peak_rss_mb": round(statistics.median(r.peak_rss_mb for r in runs), 1),
-                    "ratio_to_find": round(statistics.median(ratios), 3) if ratios else None,
+                    "median_reported_peak_mb": (
+                        round(statistics.median(efspurge_mb), 1) if efspurge_mb else None
+                    ),
+                    "ratio_to_find": _paired(runs, find_by_round, invert=False),
+                    "throughput_vs_find_xargs": _paired(runs, xargs_by_round, invert=True),
+                    "median_generate_s": round(
+                        statistics.median(r.extra.get("generate_seconds", 0) for r in runs), 2
+                    ),
                     "all_verified": all(r.ok for r in runs),
                 }
             )
     return rows
 
 
-def print_table(rows: list[dict]) -> None:
-    print(
+def format_table(rows: list[dict]) -> str:
+    """The summary as a markdown table."""
+    lines = [
         "| scenario | tool | runs | median wall (s) | files deleted/s | peak RSS (MB) "
-        "| x find (paired median) | verified |"
-    )
-    print("|" + "---|" * 8)
+        "| x find (paired median) | throughput x find-xargs (paired median) | verified |",
+        "|" + "---|" * 9,
+    ]
     for r in rows:
         ratio = "" if r["ratio_to_find"] is None else f"{r['ratio_to_find']:.2f}"
-        print(
+        speed = r.get("throughput_vs_find_xargs")
+        speed = "" if speed is None else f"{speed:.2f}"
+        rss = f"{r['median_peak_rss_mb']}"
+        if r.get("median_reported_peak_mb") is not None:
+            rss += f" ({r['median_reported_peak_mb']} all processes)"
+        lines.append(
             f"| {r['scenario']} | {r['tool']} | {r['runs']} | {r['median_wall_s']:.3f} | "
-            f"{r['files_deleted_per_s']:,} | {r['median_peak_rss_mb']} | {ratio} | "
+            f"{r['files_deleted_per_s']:,} | {rss} | {ratio} | {speed} | "
             f"{'yes' if r['all_verified'] else 'NO'} |"
         )
+    return "\n".join(lines)
+
+
+def print_table(rows: list[dict]) -> None:
+    print(format_table(rows))
 
 
 def _pyplot():
@@ -470,15 +673,8 @@ def draw_latency_chart(results: list[RunResult], path: Path, title: str) -> None
 
 
 def draw_chart(rows: list[dict], path: Path, title: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(
-            "chart skipped: matplotlib is not installed (pip install '.[bench]')", file=sys.stderr
-        )
+    plt = _pyplot()
+    if plt is None:
         return
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
     tools = list(dict.fromkeys(r["tool"] for r in rows))
@@ -507,6 +703,52 @@ def draw_chart(rows: list[dict], path: Path, title: str) -> None:
 
 # --- main ---------------------------------------------------------------------------------
 
+# Kernel memory per empty file on tmpfs (inode + dentry), measured: ~1.04 KB.
+TMPFS_BYTES_PER_INODE = 1100
+
+
+def _mount_of(path: Path) -> tuple[str, str]:
+    """(mount point, filesystem type) of the mount holding path."""
+    best = ("/", "")
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            mnt = fields[1].replace("\\040", " ")
+            inside = str(path) == mnt or str(path).startswith(mnt.rstrip("/") + "/")
+            if inside and len(mnt) >= len(best[0]):
+                best = (mnt, fields[2])
+    return best
+
+
+def _mem_available() -> int | None:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def preflight(base: Path, scenarios: list[Scenario]) -> str | None:
+    """A clear message when the largest tree cannot fit (inodes, or RAM for a tmpfs)."""
+    need = max(s.entries() for s in scenarios) + 1000
+    st = os.statvfs(base)
+    if st.f_files and st.f_favail < need:
+        return (
+            f"{base} has {st.f_favail:,} free inodes, the largest scenario needs about "
+            f"{need:,}: use a filesystem with more, or let the benchmark mount its own tmpfs "
+            f"there, e.g. --tmpfs size=2g,nr_inodes={math.ceil(need * 1.1 / 1e6)}m (root only)"
+        )
+    mnt, fstype = _mount_of(base)
+    available = _mem_available()
+    if fstype == "tmpfs" and available is not None:
+        ram = need * TMPFS_BYTES_PER_INODE
+        if ram > 0.8 * available:
+            return (
+                f"the largest tree needs about {ram / 2**30:.1f} GiB of kernel memory on tmpfs "
+                f"({mnt}), but only {available / 2**30:.1f} GiB is available"
+            )
+    return None
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -518,8 +760,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--scenarios",
-        default="flat:100000,balanced:10x3x100,mixed:200000",
-        help="comma-free list separated by spaces or ';' (default: the tmpfs targets)",
+        default="flat:100000 balanced:10x3x100 mixed:200000",
+        help="list separated by spaces, ';' or ',' (default: the tmpfs targets)",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
@@ -534,6 +776,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=COMMAND",
         help="define a peer; COMMAND may use {root} and {days}",
     )
+    parser.add_argument(
+        "--tool-rounds",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="run this tool in the first N rounds only (e.g. find=2 in a slow latency sweep)",
+    )
     parser.add_argument("--efspurge", default=shutil.which("efspurge") or "efspurge")
     parser.add_argument("--efspurge-args", default="", help="extra arguments for efspurge")
     parser.add_argument(
@@ -543,7 +792,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--slowfs", metavar="OPTIONS", help="mount each tree through slowfs with these options"
     )
-    parser.add_argument("--slowfs-dir", type=Path, default=DEFAULT_SLOWFS)
+    parser.add_argument(
+        "--slowfs-dir",
+        type=Path,
+        help="slowfs folder (build.sh, mount.sh, ...); default $SLOWFS_DIR, else "
+        "shared/tools/slowfs next to the checkout",
+    )
     parser.add_argument(
         "--latency-scale",
         default="1",
@@ -556,7 +810,28 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated shard counts for efspurge (e.g. 1,2,4,8): N processes with "
         "--shard-count N, each on its own mount of the tree when --slowfs/--mount is used",
     )
+    parser.add_argument(
+        "--tmpfs",
+        metavar="OPTIONS",
+        help="mount a private tmpfs with these options on --root-base for the whole benchmark "
+        "(root only), e.g. size=2g,nr_inodes=12m for ten million files; unmounted at the end",
+    )
+    parser.add_argument(
+        "--generator",
+        choices=["auto", "c", "python"],
+        default="auto",
+        help=f"how flat trees are made: auto uses the C helper (fastgen.c, compiled on the fly) "
+        f"from {FAST_MIN:,} files on when a C compiler is there",
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        default=tiny_mode(),
+        help=f"shrink every scenario to a few hundred files and run one round (also "
+        f"{TINY_ENV}=1): a smoke test of the same command",
+    )
     parser.add_argument("--json", type=Path, help="write all runs and the summary here")
+    parser.add_argument("--table", type=Path, help="write the markdown table here too")
     parser.add_argument("--chart", type=Path, help="draw a PNG chart (needs matplotlib)")
     parser.add_argument("--title", default="efspurge vs find")
     args = parser.parse_args(argv)
@@ -572,7 +847,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.root_base is None:
         parser.error("--root-base is required")
-    scenarios = [Scenario.parse(s) for s in args.scenarios.replace(";", " ").split()]
+    try:
+        scenarios = parse_scenarios(args.scenarios, tiny=args.tiny)
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
+    if not scenarios:
+        parser.error("--scenarios is empty")
+    rounds = min(args.rounds, 1) if args.tiny else args.rounds
+    global GENERATOR
+    GENERATOR = args.generator
     tools = default_tools(args.efspurge)
     if args.efspurge_args:
         tools["efspurge"] += " " + args.efspurge_args
@@ -583,16 +866,88 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [t for t in chosen if t not in tools]
     if unknown:
         parser.error(f"unknown tool(s): {', '.join(unknown)}")
+    tool_rounds: dict[str, int] = {}
+    for item in args.tool_rounds:
+        name, _, n = item.partition("=")
+        if not n.isdigit():
+            parser.error(f"--tool-rounds {item!r}: expected NAME=N")
+        tool_rounds[name] = int(n)
+    slowfs_dir = None
+    if args.slowfs:
+        try:
+            slowfs_dir = find_slowfs(args.slowfs_dir)
+        except FileNotFoundError as e:
+            parser.error(str(e))
     factors = [float(f) for f in args.latency_scale.split(",")] if args.slowfs else [1.0]
     shard_counts = [int(n) for n in args.shards.split(",")]
     base = args.root_base.resolve()
     base.mkdir(parents=True, exist_ok=True)
+    mounted_tmpfs = False
+    if args.tmpfs:
+        if os.geteuid() != 0:
+            parser.error("--tmpfs mounts a filesystem: run as root, or drop it")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", args.tmpfs, "tmpfs", str(base)], check=True)
+        mounted_tmpfs = True
+    try:
+        problem = preflight(base, scenarios)
+        if problem:
+            print(f"bench.py: {problem}", file=sys.stderr)
+            return 2
+        results = run_all(
+            args,
+            scenarios,
+            rounds,
+            tools,
+            chosen,
+            tool_rounds,
+            factors,
+            shard_counts,
+            base,
+            slowfs_dir,
+        )
+    finally:
+        shutil.rmtree(base / "backing", ignore_errors=True)
+        if mounted_tmpfs:
+            subprocess.run(["umount", str(base)], check=False)
+
+    rows = summarize(results, list(dict.fromkeys(r.tool for r in results)))
+    table = format_table(rows)
+    print(table)
+    if args.table:
+        args.table.write_text(table + "\n")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"runs": [asdict(r) for r in results], "summary": rows, "tiny": args.tiny},
+                indent=1,
+            )
+        )
+    if args.chart:
+        if len(factors) > 1:
+            draw_latency_chart(results, args.chart, args.title)
+        else:
+            draw_chart(rows, args.chart, args.title)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def run_all(
+    args: argparse.Namespace,
+    scenarios: list[Scenario],
+    rounds: int,
+    tools: dict[str, str],
+    chosen: list[str],
+    tool_rounds: dict[str, int],
+    factors: list[float],
+    shard_counts: list[int],
+    base: Path,
+    slowfs_dir: Path | None,
+) -> list[RunResult]:
     results: list[RunResult] = []
     for factor in factors:
         mount, umount = args.mount, args.umount
         options = scale_latency(args.slowfs, factor) if args.slowfs else ""
-        if args.slowfs:
-            mount, umount = slowfs_hooks(args.slowfs_dir, options)
+        if slowfs_dir is not None:
+            mount, umount = slowfs_hooks(slowfs_dir, options)
         mounter = Mounter(mount, umount)
         for scenario in scenarios:
             label = (
@@ -604,10 +959,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             runs = [(tool, 1) for tool in chosen if tool != "efspurge"]
             runs += [("efspurge", n) for n in shard_counts if "efspurge" in chosen]
-            for rnd in range(args.rounds):
+            for rnd in range(rounds):
                 # Interleave, and alternate who goes first, so drift hits every tool alike.
                 order = runs if rnd % 2 == 0 else list(reversed(runs))
                 for tool, shards in order:
+                    if rnd >= tool_rounds.get(tool, rounds):
+                        continue
                     name = tool if shards == 1 else f"efspurge x{shards}"
                     result = one_run(tool, tools[tool], label, rnd, base, mounter, shards)
                     result.tool = name
@@ -619,20 +976,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{result.wall_seconds:8.3f} s {result.peak_rss_mb:7.1f} MB  {flag}",
                         file=sys.stderr,
                     )
-    shutil.rmtree(base / "backing", ignore_errors=True)
-
-    rows = summarize(results, list(dict.fromkeys(r.tool for r in results)))
-    print_table(rows)
-    if args.json:
-        args.json.write_text(
-            json.dumps({"runs": [asdict(r) for r in results], "summary": rows}, indent=1)
-        )
-    if args.chart:
-        if len(factors) > 1:
-            draw_latency_chart(results, args.chart, args.title)
-        else:
-            draw_chart(rows, args.chart, args.title)
-    return 0 if all(r.ok for r in results) else 1
+    return results
 
 
 if __name__ == "__main__":
