@@ -416,8 +416,11 @@ def run_tool(command: str) -> tuple[float, float, int, str]:
         rss_fd, rss_file = tempfile.mkstemp(prefix="bench-rss-")
         os.close(rss_fd)
         argv = [GNU_TIME, "-f", "%M", "-o", rss_file, *argv]
+    # The measured tools get the benchmark's environment without its own EFSPURGE_BENCH_*
+    # settings: efspurge refuses EFSPURGE_* variables it does not know (a misspelled option).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EFSPURGE_BENCH_")}
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)

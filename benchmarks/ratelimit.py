@@ -43,6 +43,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import shlex
 import shutil
 import subprocess
@@ -247,7 +248,10 @@ def one_rate(args: argparse.Namespace, slowfs: Path, limit: int) -> RateRun:
         t0 = time.perf_counter()
         sampler = Sampler(stats_sh, mountpoint, args.interval, t0)
         sampler.samples.append(Sample(0.0, {}))
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EFSPURGE_BENCH_")}
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
         sampler.start()
         out, err = proc.communicate()
         wall = time.perf_counter() - t0

@@ -108,7 +108,7 @@ def purge(root: Path, **overrides) -> Run:
     """Run the engine in-process on a real tree; return the final record and the log lines."""
     overrides.setdefault("progress_interval", 0)
     settings = Settings(path=str(root), **overrides)
-    info = prepare_root(settings.path)
+    info = prepare_root(settings.path, settings.reads_atime)
     stream = io.StringIO()
     logger = setup_logging(settings.log_level, stream=stream)
     try:

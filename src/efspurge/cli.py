@@ -44,6 +44,9 @@ HELP = {
     "where the real run would (0 = no cap; default: 0)",
     "max_runtime": "stop cleanly after this long (45m, 1h30m, 90s, or seconds), with exit "
     "code 5 (0 = no limit; default: 0)",
+    "max_ops_per_second": "ceiling on filesystem operations per second (listings, lstats, "
+    "opens, unlinks, rmdirs) for the whole job, divided among --shard-count shards "
+    "(0 = no limit; default: 0)",
     "age_by": "which timestamp ages a file: mtime, atime, ctime, or newest of the three "
     "(default: mtime)",
     "include": "only consider files matching this glob (repeatable; see README for the rules)",
@@ -79,6 +82,7 @@ METAVARS = {
     "processes": "N|auto",
     "max_delete": "N",
     "max_runtime": "DURATION",
+    "max_ops_per_second": "N",
     "keep_empty_dirs_newer_than": "DURATION",
     "age_by": "{mtime,atime,ctime,newest}",
     "include": "GLOB",
@@ -228,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         refuse_root(settings.path)
-        root = prepare_root(settings.path, settings.age_by in ("atime", "newest"))
+        root = prepare_root(settings.path, settings.reads_atime)
         manifest = open_manifest(settings)
     except SettingsError as exc:
         return _fail(str(exc))

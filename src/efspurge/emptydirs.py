@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from efspurge import fsops
@@ -42,6 +42,7 @@ class EmptyDirRemover:
         self.cap = Counter(plan.max_empty_dirs)
         self.ready: deque[DirNode] = deque()
         self.in_flight = False
+        self.throttle: Callable[[int], Awaitable[bool]] | None = None  # the rate limit
 
     @property
     def busy(self) -> bool:
@@ -127,6 +128,13 @@ class EmptyDirRemover:
         plan = self.plan
 
         async def unit() -> None:
+            if self.throttle is not None and not await self.throttle(len(batch)):
+                self.in_flight = False
+                self.cap.settle(granted, 0)
+                for node, removal in reversed(batch):  # as they were: the run is stopping
+                    self._release_fds(node, removal)
+                    self.ready.appendleft(node)
+                return
             removals = [removal for _, removal in batch]
             try:
                 used = await fsops.aremove_dirs(

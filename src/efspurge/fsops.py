@@ -31,6 +31,9 @@ from aiofiles.os import wrap
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NOATIME = getattr(os, "O_NOATIME", 0)
 NOT_EMPTY = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY})
+# Entries counted as one listing request for --max-ops-per-second (an NFS READDIRPLUS reply,
+# a FUSE readdir page, carries a hundred or two).
+ENTRIES_PER_READ = 128
 
 
 class OtherFilesystem(Exception):
@@ -172,6 +175,7 @@ class FileResults:
     freed_bytes: int = 0
     vanished: int = 0
     slots_used: int = 0
+    ops: int = 0  # system calls made (lstat, unlink), for --max-ops-per-second
     kept: bool = False  # something stays in the directory
     by_age: dict[int, list[int]] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)  # expired, but no --max-delete slot left
@@ -198,12 +202,13 @@ def purge_files(
     left = len(names) if slots is None else slots  # --max-delete slots this batch may use
     age_files = [0] * (len(edges) + 1)
     age_bytes = [0] * (len(edges) + 1)
-    scanned = selected = selected_bytes = purged = freed = used = vanished = 0
+    scanned = selected = selected_bytes = purged = freed = used = vanished = ops = 0
     try:
         for i, name in enumerate(names):
             if not i & 63 and stopped():
                 kept_any = True  # the rest is left for the next run
                 break
+            ops += 1
             try:
                 st = lstat(dir_fd, name)
             except OSError as exc:
@@ -233,6 +238,7 @@ def purge_files(
             bucket = bisect_right(edges, timestamp(st))
             age_files[bucket] += 1
             age_bytes[bucket] += size
+            ops += not dry_run
             try:
                 unlink(dir_fd, name, dry_run)
             except OSError as exc:
@@ -255,7 +261,7 @@ def purge_files(
     finally:
         out.scanned, out.selected, out.selected_bytes = scanned, selected, selected_bytes
         out.purged, out.freed_bytes, out.slots_used = purged, freed, used
-        out.vanished, out.kept = vanished, kept_any
+        out.vanished, out.kept, out.ops = vanished, kept_any, ops
         out.by_age = {b: [n, age_bytes[b]] for b, n in enumerate(age_files) if n}
     return out
 
@@ -271,6 +277,7 @@ class ListResults:
     refusal: BaseException | None = None
     started: bool = False  # the listing was started in this step (a directory scanned)
     entries: int = 0  # entries read in this step
+    ops: int = 0  # system calls made (open, lstat, unlink; the loop counts listing reads)
     files: list[str] = field(default_factory=list)  # regular files not processed here
     subdirs: list[str] = field(default_factory=list)
     symlinks: int = 0
@@ -321,6 +328,7 @@ def list_step(
     out = ListResults(fd=fd, listing=listing)
     if fd is None:
         assert parent_fd is not None
+        out.ops = 2  # the lstat and the open
         try:
             if rel is not None and rel in rules.mount_points:
                 raise OtherFilesystem("a mount point (bind mount)")
@@ -345,6 +353,7 @@ def list_step(
     _read_listing(out, rel, key, rules, limit)
     if files is not None and out.files:
         out.file_results = purge_files(out.fd, out.files, files, slots, rel)
+        out.ops += out.file_results.ops
         out.files = []
     return out
 

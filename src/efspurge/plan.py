@@ -39,6 +39,8 @@ DIRS_PER_CALL_LOCAL = 64
 # A directory's first listing step reads this many entries at most: most directories are
 # small, and a batch of several new directories must stay bounded.
 FIRST_VISIT_ENTRIES = 512
+# Under --max-ops-per-second, batches are cut to this fraction of a second's operations.
+RATE_BATCHES_PER_SECOND = 20
 # Listed-but-unhandled entries allowed, in listing batches: bounds memory by construction.
 ENTRY_BUDGET_BATCHES = 8
 
@@ -82,6 +84,7 @@ class WalkPlan:
     young_dir_cutoff_ns: int | None
     with_rel: bool
     stop: StopFlag
+    ops_per_second: float  # this process's share of --max-ops-per-second (0: no limit)
 
     @property
     def inline_rules(self) -> FileRules | None:
@@ -167,6 +170,11 @@ def build_plan(
     workers = choose_processes(settings, fs_type) - 1
     inline = threads == 1 and workers == 0
     batch = settings.task_batch_size
+    ops = settings.max_ops_per_second / settings.shard_count
+    if ops:
+        # Small batches under a rate limit: each draws its tokens before it runs, so a batch
+        # is at most a twentieth of a second's operations and the traffic stays smooth.
+        batch = max(1, min(batch, int(ops / RATE_BATCHES_PER_SECOND)))
     shard = Shard(settings.shard_index, settings.shard_count) if settings.shard_count > 1 else None
     selector = Selector(settings.include, settings.exclude, settings.exclude_dir)
     mount_rel = frozenset(
@@ -184,7 +192,7 @@ def build_plan(
 
         return any_stays(dir_fd, names, policy.is_expired)
 
-    noatime = settings.age_by in ("atime", "newest")
+    noatime = settings.reads_atime
     list_rules = ListRules(
         batch_size=batch,
         same_dev=root_st.st_dev if settings.one_file_system else None,
@@ -219,7 +227,7 @@ def build_plan(
         workers=workers,
         batch_size=batch,
         first_visit=min(batch, FIRST_VISIT_ENTRIES),
-        dirs_per_call=DIRS_PER_CALL_LOCAL if threads == 1 else 1,
+        dirs_per_call=DIRS_PER_CALL_LOCAL if threads == 1 and not ops else 1,
         chunk_size=_chunk_size(batch, threads, workers),
         inline_files=inline,
         fd_budget=fd_budget(limit),
@@ -231,4 +239,5 @@ def build_plan(
         young_dir_cutoff_ns=now_ns - round(young * 1e9) if young > 0 else None,
         with_rel=with_rel,
         stop=stop,
+        ops_per_second=ops,
     )

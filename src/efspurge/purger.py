@@ -245,7 +245,7 @@ class AsyncPurger:
     async def run(self) -> Outcome:
         settings = self.settings
         logger = self._logger or setup_logging(settings.log_level)
-        root = self._root or prepare_root(settings.path, settings.age_by in ("atime", "newest"))
+        root = self._root or prepare_root(settings.path, settings.reads_atime)
         manifest = self._manifest if self._manifest is not None else open_manifest(settings)
         try:
             run = _Run(settings, root, logger, manifest, self._ui, self._relay)
@@ -403,6 +403,7 @@ class _Run:
             filesystem_type=self.root.fs_type or "unknown",
             io_threads=self.plan.concurrency,
             processes=self.plan.workers + 1,
+            max_ops_per_second_effective=self.plan.ops_per_second,
             max_in_flight=self.plan.concurrency + self.plan.workers,
             cutoff=datetime.fromtimestamp(
                 (self.now_ns - round(self.settings.max_age_days * 86400e9)) / 1e9, UTC
@@ -429,6 +430,7 @@ class _Run:
             "elapsed_seconds": round(elapsed, 1),
             "files_per_second": round(c.files_scanned / max(elapsed, 1e-9), 1),
             "memory_mb": round(self.guard.rss_mb(), 1) if self.guard else None,
+            **self.walker.rate_statistics(),
         }
 
     def _progress(self) -> None:
@@ -455,6 +457,7 @@ class _Run:
                 "shard_index": self.settings.shard_index,
                 "shard_count": self.settings.shard_count,
                 "processes": self.plan.workers + 1,
+                **self.walker.rate_statistics(),
                 **({"manifest_lines": self.manifest.lines} if self.manifest else {}),
             },
         )

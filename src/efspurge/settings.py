@@ -47,6 +47,7 @@ class Settings:
     one_file_system: bool = True
     max_delete: int = 0  # 0: no cap
     max_runtime: float = 0.0  # seconds; 0: no limit
+    max_ops_per_second: float = 0.0  # for the whole job (divided among shards); 0: no limit
     age_by: str = "mtime"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -64,6 +65,12 @@ class Settings:
     push_job: str = "efspurge"
     push_label: tuple[str, ...] = ()  # extra grouping-key labels, NAME=VALUE
     fail_on_push_error: bool = False
+
+    @property
+    def reads_atime(self) -> bool:
+        """Ages come from atime: directories are opened with O_NOATIME, so that listing them
+        changes nothing a later run reads."""
+        return self.age_by in ("atime", "newest")
 
     def as_log_fields(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -280,6 +287,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("one_file_system", parse_bool),
     OptionSpec("max_delete", parse_int, _at_least(0)),
     OptionSpec("max_runtime", parse_duration, _finite_non_negative),
+    OptionSpec("max_ops_per_second", parse_float, _finite_non_negative),
     OptionSpec("age_by", parse_age_by),
     OptionSpec("include", parse_pattern, validate_patterns, multiple=True),
     OptionSpec("exclude", parse_pattern, validate_patterns, multiple=True),

@@ -29,6 +29,7 @@ from efspurge import fsops, tree
 from efspurge.emptydirs import Decision, EmptyDirRemover
 from efspurge.events import EventLog
 from efspurge.plan import WalkPlan
+from efspurge.ratelimit import TokenBucket
 from efspurge.stats import Counters, StopReason
 from efspurge.tree import Counter, Descriptors, DirNode
 from efspurge.workers import MAX_FDS_PER_BATCH, FileJob, WorkerPool
@@ -65,6 +66,8 @@ class Walker:
         self.discovery = asyncio.Event()  # cleared by the memory guard
         self.discovery.set()
         self.stop_reason: StopReason | None = None
+        self.bucket = TokenBucket(plan.ops_per_second) if plan.ops_per_second else None
+        self.remover.throttle = self._throttle
         self.on_stop: Callable[[StopReason], None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
 
@@ -101,7 +104,47 @@ class Walker:
             "queued_entries": self.queued_entries,
             "discovery_paused": not self.discovery.is_set(),
             **self.fds.statistics(),
+            **self.rate_statistics(),
         }
+
+    def rate_statistics(self) -> dict[str, Any]:
+        if self.bucket is None:
+            return {}
+        stats = self.bucket.statistics()
+        return {
+            "ops_per_second_limit": stats.rate_limit,
+            "ops_per_second": round(stats.current_rate or 0.0, 1),
+            "ops_per_second_average": round(stats.average_rate or 0.0, 1),
+            "ops_counted": stats.ops_granted,
+            "rate_limit_wait_seconds": round(stats.throttled_seconds, 3),
+        }
+
+    # --- the rate limit ---------------------------------------------------------------------
+
+    async def _throttle(self, ops: int) -> bool:
+        """Draw ``ops`` tokens before a batch runs, waiting for them if need be. Returns False
+        if the run is stopping (the batch must not start): a stop never waits for the limit."""
+        if self.bucket is None or ops <= 0:
+            return not self.stopping or self.bucket is None
+        delay = self.bucket.reserve(ops)
+        while delay > 0 and not self.stopping:
+            step = min(delay, 0.2)
+            await asyncio.sleep(step)
+            delay -= step
+        return not self.stopping
+
+    @staticmethod
+    def _reads(node: DirNode, result: fsops.ListResults) -> int:
+        """Listing requests a step made: one per ENTRIES_PER_READ entries of the directory,
+        the first included (a read that is buffered from an earlier one costs nothing)."""
+        per = fsops.ENTRIES_PER_READ
+        before = node.seen  # not yet updated with this step's entries
+        return result.started + (before + result.entries) // per - before // per
+
+    def _charge(self, extra: int) -> None:
+        """Operations a batch made beyond its estimate: owed, so later batches wait for them."""
+        if self.bucket is not None and extra > 0:
+            self.bucket.reserve(extra)
 
     # --- the dispatch loop ------------------------------------------------------------------
 
@@ -228,10 +271,20 @@ class Walker:
             for n in nodes
         ]
 
+        # The lstat and open of a new directory, and a first listing read.
+        estimate = sum(2 * (node.fd is None) + (node.listing is None) for node in nodes)
+
         async def unit() -> None:
+            if not await self._throttle(estimate):
+                for node, need in zip(nodes, reserved, strict=True):
+                    self._apply_step(node, need, None)
+                self.deletes.settle(granted, 0)
+                return
             results = await fsops.alist_steps(
                 args, plan.list_rules, limit, plan.batch_size, plan.inline_rules, granted
             )
+            done = [(n, r) for n, r in zip(nodes, results, strict=True) if r is not None]
+            self._charge(sum(r.ops + self._reads(n, r) for n, r in done) - estimate)
             used = 0
             for node, need, result in zip(nodes, reserved, results, strict=True):
                 used += self._apply_step(node, need, result)
@@ -340,7 +393,11 @@ class Walker:
         plan = self.plan
 
         async def unit() -> None:
+            if not await self._throttle(len(names)):
+                self._put_back([(node, names)], granted)
+                return
             result = await fsops.apurge_files(node.fd, names, plan.file_rules, granted, node.rel)
+            self._charge(result.ops - len(names))
             self.fds.unpin(node)
             self.deletes.settle(granted, result.slots_used)
             self._apply_files(node, result)
@@ -365,12 +422,17 @@ class Walker:
         worker.busy = True
 
         async def unit() -> None:
+            if not await self._throttle(total):
+                worker.busy = False
+                self._put_back(batch, granted)
+                return
             fds = [node.fd for node, _ in batch]
             jobs = [FileJob(names, node.rel) for node, names in batch]
             try:
                 results = await worker.run(fds, jobs, granted)
             finally:
                 worker.busy = False
+            self._charge(sum(r.ops for r in results) - total)
             used = 0
             for (node, _), result in zip(batch, results, strict=True):
                 self.fds.unpin(node)
@@ -380,6 +442,14 @@ class Walker:
             self.deletes.settle(granted, used)
 
         return unit
+
+    def _put_back(self, batch: list[tuple[DirNode, list[str]]], granted: int | None) -> None:
+        """File batches that did not start (the run is stopping): as they were."""
+        for node, names in reversed(batch):
+            self.fds.unpin(node)
+            self.files.appendleft((node, names))
+            self.queued_entries += len(names)
+        self.deletes.settle(granted, 0)
 
     def _apply_files(self, node: DirNode, r: fsops.FileResults) -> None:
         c = self.counts
@@ -435,6 +505,11 @@ class Walker:
         self.reopening.add(node)
 
         async def unit() -> None:
+            if not await self._throttle(2 * len(path)):
+                self.reopening.discard(node)
+                self.fds.unpin(anchor)
+                self.fds.open -= 1
+                return
             try:
                 fd = await fsops.areopen(anchor.fd, path, self.plan.list_rules.noatime)
             except (OSError, fsops.DirectoryChanged) as exc:
