@@ -34,6 +34,7 @@ from efspurge.jsonlog import setup_logging
 from efspurge.manifest import Manifest
 from efspurge.memory import MemoryGuard
 from efspurge.plan import WalkPlan, build_plan
+from efspurge.rootcheck import refusal_reason
 from efspurge.settings import Settings, SettingsError
 from efspurge.stats import (
     Counters,
@@ -72,6 +73,9 @@ def prepare_root(raw_path: str, noatime: bool = False) -> RootInfo:
     if not raw_path.strip():
         raise SettingsError("PATH: is empty (an unset variable in a script?); refusing to guess")
     resolved = os.path.realpath(raw_path)
+    reason = refusal_reason(resolved)
+    if reason is not None:
+        raise SettingsError(f"PATH: refusing to purge {raw_path!r}: it {reason}")
     if resolved == "/":
         raise SettingsError(f"PATH: refusing to purge the filesystem root ({raw_path!r})")
     try:
@@ -301,6 +305,9 @@ class _Run:
     async def _execute(self) -> Outcome:
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(self.plan.concurrency, thread_name_prefix="efspurge-io")
+        # The batches run in the loop's default executor (aiofiles.os.wrap's way); in a
+        # caller's loop (the Python API) its own default executor is put back afterwards.
+        previous = getattr(loop, "_default_executor", None)
         loop.set_default_executor(executor)
         self._install_signal_handlers(loop)
         try:
@@ -316,6 +323,7 @@ class _Run:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
                 executor.shutdown(wait=True)
+                loop._default_executor = previous  # type: ignore[attr-defined]
                 if self.manifest is not None:
                     self.manifest.close()
                 if self.ui is not None:
