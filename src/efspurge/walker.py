@@ -186,7 +186,7 @@ class Walker:
         unit = self.remover.next_unit(self._removal_done, self._reopen_unit, self._make_room)
         if unit is not None:
             return unit
-        if self.files:
+        if self.files and self._files_may_start():
             return self._file_unit()
         if self.refused and self.deletes.reserved == 0:
             return self._retry_refused()
@@ -377,6 +377,14 @@ class Walker:
         tree.add_work(node, len(chunks))
         self.files.extend((node, chunk) for chunk in chunks)
         self.queued_entries += len(names)
+
+    def _files_may_start(self) -> bool:
+        """With worker processes, files go to an idle worker; the loop's own thread takes a
+        file batch only when the workers are well behind (it has the listing to do, and it
+        shares this process's GIL with the loop)."""
+        if self.pool is None or self.pool.idle() is not None:
+            return True
+        return self.queued_entries > 2 * self.plan.chunk_size * len(self.pool.workers)
 
     def _file_unit(self) -> Callable[[], Any] | None:
         node, names = self.files[0]
