@@ -1,3 +1,3 @@
 """efspurge: delete files older than a given age from large directory trees."""
 
-__version__ = "1.1.0"
+__version__ = "2.0.0"
