@@ -18,7 +18,7 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea
 # The package version (efspurge.__version__); the release workflow passes the tag's version.
-ARG VERSION=1.1.0
+ARG VERSION=2.0.0
 ARG SOURCE=https://github.com/efspurge/efspurge
 LABEL org.opencontainers.image.title="efspurge" \
       org.opencontainers.image.description="Delete files older than a given age from very large directory trees on EFS/NFS and local disks" \

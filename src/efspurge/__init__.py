@@ -1,6 +1,6 @@
 """efspurge: delete files older than a given age from large directory trees."""
 
-__version__ = "1.1.0"
+__version__ = "2.0.0"
 
 __all__ = ["AsyncPurger", "__version__"]
 

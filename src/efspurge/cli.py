@@ -36,7 +36,8 @@ HELP = {
     "progress_interval": "seconds between progress records (0 = none; default: 30)",
     "io_threads": "I/O threads: 'auto' picks 1 on local filesystems and 256 on network ones, "
     "never more than --max-concurrency (default: auto)",
-    "processes": "local processes sharing the run (each a shard): 'auto' picks 2 on a local "
+    "processes": "processes sharing the work of one run (N-1 worker processes delete the files "
+    "the walk lists; every decision stays in one place): 'auto' picks 2 on a local "
     "filesystem with 2 or more CPUs, else 1 (default: auto)",
     "one_file_system": "never enter a directory on another filesystem than PATH (mount points "
     "are skipped and counted; default: on)",
@@ -119,6 +120,9 @@ class _Parser(argparse.ArgumentParser):
     def _closest(self, unknown: list[str]) -> str:
         import difflib
 
+        for word in unknown:
+            if word.partition("=")[0] in REMOVED_FLAGS:
+                return f" ({REMOVED_FLAGS[word.partition('=')[0]]})"
         flags = [f for action in self._actions for f in action.option_strings]
         for word in unknown:
             if word.startswith("--"):
@@ -126,6 +130,14 @@ class _Parser(argparse.ArgumentParser):
                 if match:
                     return f" (did you mean {match[0]}?)"
         return ""
+
+
+# Flags of earlier versions, with what replaces them: a helpful word instead of a guess.
+REMOVED_FLAGS = {
+    "--keep-young-dirs": "removed in 2.0.0: young empty directories are kept only with "
+    "--keep-empty-dirs-newer-than DURATION",
+    "--no-keep-young-dirs": "removed in 2.0.0: every empty directory is removed by default now",
+}
 
 
 def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -151,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 done with per-entry errors, 2 usage or configuration "
         "error, 3 fatal error, 4 --max-delete reached, 5 --max-runtime reached, 6 metrics not "
         "published (with --fail-on-push-error), "
-        "130 interrupted (SIGINT), 143 terminated (SIGTERM).",
+        "130 interrupted (SIGINT), 141 stdout closed, 143 terminated (SIGTERM).",
     )
     parser.add_argument(
         "path", nargs="?", default=None, help=f"root directory to purge (or {PATH_ENV})"

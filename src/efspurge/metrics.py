@@ -57,7 +57,8 @@ STOP_REASONS = (
     "max_delete",
     "max_runtime",
     "internal error",
-    "child process failed",
+    "manifest write failed",
+    "stdout closed",
 )
 SUCCESS_CODES = frozenset({0, 1})
 

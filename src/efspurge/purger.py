@@ -196,6 +196,9 @@ class AsyncPurger:
         max_empty_dirs_to_delete: int = 500,
         **options: Any,
     ) -> None:
+        # One process unless asked: a library forks no workers into its caller's process
+        # (which may have threads of its own) on its own initiative.
+        options.setdefault("processes", 1)
         unknown = set(options) - _SETTING_NAMES
         if unknown:
             raise TypeError(f"AsyncPurger: unknown option(s) {', '.join(sorted(unknown))}")

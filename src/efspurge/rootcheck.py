@@ -5,7 +5,7 @@ Pure: takes the root already resolved (``os.path.realpath``, so a symlink to ``/
 ``/dev/pts``...) are refused elsewhere, by type (see ``efspurge.mounts``); ``/dev`` itself is
 listed here because in a container it is often a plain tmpfs.
 
-The list is deliberately short and predictable (see docs/hardening-notes.md):
+The list is deliberately short and predictable (see docs/safety.md):
 
 * ``SYSTEM_TREES``: the operating system itself. Nothing in them is data that ages out, so
   the directory and everything below it are refused (``/etc/ssl``, ``/usr/local/lib``).

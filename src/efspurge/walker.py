@@ -55,7 +55,7 @@ class Walker:
         self.stack: list[DirNode] = [root]  # directories waiting for a listing step
         self.files: deque[tuple[DirNode, list[str]]] = deque()  # file batches waiting
         self.refused: list[tuple[DirNode, list[str]]] = []  # waiting for a --max-delete slot
-        self.queued_entries = 0  # names and directories listed but not yet handled
+        self.queued_entries = 1  # names and directories listed but not yet handled: the root
         self.remover = EmptyDirRemover(plan, counts, events, self.fds)
         events.stop = self.request_stop
         # Batches in flight: one per thread of the pool, and one per worker process.
