@@ -297,13 +297,15 @@ class _Run:
     async def execute(self) -> Outcome:
         # Worker processes are forked first: before any thread exists, before the signal
         # handlers (a worker must not inherit them).
-        pool = WorkerPool(self.plan.workers, self.plan.file_rules) if self.plan.workers else None
-        self.walker = Walker(self.plan, self.root_node, self.counts, self.events, pool)
+        self.pool = (
+            WorkerPool(self.plan.workers, self.plan.file_rules) if self.plan.workers else None
+        )
+        self.walker = Walker(self.plan, self.root_node, self.counts, self.events, self.pool)
         try:
             return await self._execute()
         finally:
-            if pool is not None:
-                pool.close()
+            if self.pool is not None:
+                self.pool.close()
 
     async def _execute(self) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -327,6 +329,8 @@ class _Run:
                 await asyncio.gather(*background, return_exceptions=True)
                 executor.shutdown(wait=True)
                 loop._default_executor = previous  # type: ignore[attr-defined]
+                if self.pool is not None:
+                    self.pool.close()  # before the final record: it reports their memory
                 if self.manifest is not None:
                     self.manifest.close()
                 if self.ui is not None:
@@ -473,6 +477,9 @@ class _Run:
             },
         )
         record = final_record(self.counts, report)
+        if self.pool is not None:
+            # What a pod's memory limit sees: the parent's peak and the workers' own memory.
+            record["peak_memory_mb"] = round(record["peak_memory_mb"] + self.pool.memory_mb(), 1)
         code = exit_code_of(stop, self.counts.errors)
         record["exit_code"] = code
         # The final record is written whatever --log-level says: it is the run's result.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
 import os
 import pickle
 import signal
@@ -26,10 +27,13 @@ import socket
 import struct
 from dataclasses import dataclass
 
+import psutil
+
 from efspurge import fsops
 from efspurge.fsops import FileResults, FileRules
 
 _HEADER = struct.Struct("!I")
+_PEAK = struct.Struct("Q")  # KiB
 MAX_FDS_PER_BATCH = 64  # directories in one message (SCM_RIGHTS allows up to 253)
 
 
@@ -134,22 +138,35 @@ class WorkerPool:
 
     def __init__(self, count: int, rules: FileRules) -> None:
         self.workers: list[Worker] = []
-        for _ in range(count):
+        self._pids: list[int] = []
+        # Each worker leaves its own memory here when it exits (the parent reports the sum).
+        self._peaks = mmap.mmap(-1, _PEAK.size * max(1, count))
+        for index in range(count):
             parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             pid = os.fork()
             if pid == 0:  # the worker
                 parent_end.close()
                 for other in self.workers:
                     other.sock.close()
-                _become_worker(child_end, rules)
+                _become_worker(child_end, rules, self._peaks, index)
             child_end.close()
             self.workers.append(Worker(pid, parent_end))
 
     def idle(self) -> Worker | None:
         return next((w for w in self.workers if not w.busy), None)
 
+    def memory_mb(self) -> float:
+        """The workers' own memory (USS at their exit) added up, once they are closed."""
+        total_kb = sum(
+            _PEAK.unpack_from(self._peaks, _PEAK.size * i)[0] for i in range(len(self._pids))
+        )
+        return total_kb / 1024
+
     def close(self) -> None:
-        """End the workers: closing their socket is their signal to exit."""
+        """End the workers: closing their socket is their signal to exit. Idempotent."""
+        if not self.workers:
+            return
+        self._pids = [worker.pid for worker in self.workers]
         for worker in self.workers:
             worker.sock.close()
         for worker in self.workers:
@@ -158,7 +175,7 @@ class WorkerPool:
         self.workers = []
 
 
-def _become_worker(sock: socket.socket, rules: FileRules) -> None:
+def _become_worker(sock: socket.socket, rules: FileRules, peaks: mmap.mmap, index: int):
     code = 0
     try:
         # The parent's loop routes signals through a wake-up descriptor that this process
@@ -170,4 +187,9 @@ def _become_worker(sock: socket.socket, rules: FileRules) -> None:
     except BaseException:
         code = 3
     finally:
+        with contextlib.suppress(Exception):
+            # Its own memory (USS): the pages it shares with the parent since the fork are
+            # the parent's, and a cgroup counts them once.
+            uss_kb = psutil.Process().memory_full_info().uss // 1024
+            _PEAK.pack_into(peaks, _PEAK.size * index, uss_kb)
         os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
