@@ -219,3 +219,17 @@ def test_default_burst():
     assert default_burst(5000) == 500
     assert default_burst(2) == 1.0
     assert TokenBucket(500).burst == 50
+
+
+def test_wait_time_sees_a_debt_without_reserving():
+    clock = FakeClock()
+    bucket = TokenBucket(100, burst=10, clock=clock)
+    assert bucket.wait_time() == 0.0
+    bucket.reserve(30)  # 10 at hand, a debt of 20: repaid in 0.2 s
+    assert bucket.wait_time() == pytest.approx(0.2)
+    clock.advance(0.15)
+    assert bucket.wait_time() == pytest.approx(0.05)
+    assert bucket.statistics().ops_granted == 30  # peeking took nothing
+    clock.advance(0.05 + 1e-9)
+    assert bucket.wait_time() == 0.0
+    assert TokenBucket(0).wait_time() == 0.0

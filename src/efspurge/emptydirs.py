@@ -43,6 +43,7 @@ class EmptyDirRemover:
         self.ready: deque[DirNode] = deque()
         self.in_flight = False
         self.throttle: Callable[[int], Awaitable[bool]] | None = None  # the rate limit
+        self.charge: Callable[[int, int], None] | None = None
 
     @property
     def busy(self) -> bool:
@@ -142,6 +143,8 @@ class EmptyDirRemover:
                 )
             finally:
                 self.in_flight = False
+            if self.charge is not None:
+                self.charge(len(batch), len(batch))
             self.cap.settle(granted, used)
             for node, removal in batch:
                 self._release_fds(node, removal)

@@ -168,6 +168,16 @@ class TokenBucket:
         self._record(now, start, n)
         return delay
 
+    def wait_time(self) -> float:
+        """Seconds until the debt is repaid (the bucket is back to zero tokens); reserves
+        nothing. A caller that waits for this before reserving sees every debt, including
+        one charged after its own reservation was computed."""
+        if self._unlimited:
+            return 0.0
+        now = self._clock()
+        tokens = min(self._burst, self._tokens + max(0.0, now - self._updated) * self._rate)
+        return -tokens / self._rate if tokens < 0 else 0.0
+
     async def acquire(self, n: int = 1) -> float:
         """Reserve n operations and sleep until they may start; return the delay slept."""
         delay = self.reserve(n)

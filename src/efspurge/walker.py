@@ -21,6 +21,7 @@ over budget; deletion never waits for it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -67,7 +68,11 @@ class Walker:
         self.discovery.set()
         self.stop_reason: StopReason | None = None
         self.bucket = TokenBucket(plan.ops_per_second) if plan.ops_per_second else None
-        self.remover.throttle = self._throttle
+        self._rate_gate = asyncio.Lock()
+        self.ops_done = 0  # system calls made (the rate limit's unit), counted after each batch
+        self.rate_wait = 0.0  # seconds the head of the queue waited for the limit
+        self._started = time.monotonic()
+        self.remover.throttle, self.remover.charge = self._throttle, self._charge
         self.on_stop: Callable[[StopReason], None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
 
@@ -111,27 +116,38 @@ class Walker:
         if self.bucket is None:
             return {}
         stats = self.bucket.statistics()
+        elapsed = max(time.monotonic() - self._started, 1e-9)
         return {
             "ops_per_second_limit": stats.rate_limit,
-            "ops_per_second": round(stats.current_rate or 0.0, 1),
-            "ops_per_second_average": round(stats.average_rate or 0.0, 1),
-            "ops_counted": stats.ops_granted,
-            "rate_limit_wait_seconds": round(stats.throttled_seconds, 3),
+            "ops_per_second": round(stats.current_rate or 0.0, 1),  # granted, recent window
+            "ops_per_second_average": round(self.ops_done / elapsed, 1),  # made, whole run
+            "ops_counted": self.ops_done,
+            "rate_limit_wait_seconds": round(self.rate_wait, 3),
         }
 
     # --- the rate limit ---------------------------------------------------------------------
 
     async def _throttle(self, ops: int) -> bool:
-        """Draw ``ops`` tokens before a batch runs, waiting for them if need be. Returns False
-        if the run is stopping (the batch must not start): a stop never waits for the limit."""
-        if self.bucket is None or ops <= 0:
-            return not self.stopping or self.bucket is None
-        delay = self.bucket.reserve(ops)
-        while delay > 0 and not self.stopping:
-            step = min(delay, 0.2)
-            await asyncio.sleep(step)
-            delay -= step
-        return not self.stopping
+        """Wait for the rate limit, then take ``ops`` tokens. Returns False if the run is
+        stopping (the batch must not start): a stop never waits for the limit.
+
+        Batches queue behind one gate in order, and the one at the head waits until the
+        bucket's debt is repaid before it takes its tokens. So a debt charged by a batch that
+        just finished (its unlinks) delays the very next batch, not one that would be
+        dispatched seconds later: the rate holds over any few seconds, not only on average.
+        """
+        if self.bucket is None:
+            return True
+        async with self._rate_gate:
+            began = time.monotonic()
+            while (delay := self.bucket.wait_time()) > 0 and not self.stopping:
+                await asyncio.sleep(min(delay, 0.1))
+            self.rate_wait += time.monotonic() - began
+            if self.stopping:
+                return False
+            if ops > 0:
+                self.bucket.reserve(ops)
+        return True
 
     @staticmethod
     def _reads(node: DirNode, result: fsops.ListResults) -> int:
@@ -141,10 +157,12 @@ class Walker:
         before = node.seen  # not yet updated with this step's entries
         return result.started + (before + result.entries) // per - before // per
 
-    def _charge(self, extra: int) -> None:
-        """Operations a batch made beyond its estimate: owed, so later batches wait for them."""
-        if self.bucket is not None and extra > 0:
-            self.bucket.reserve(extra)
+    def _charge(self, estimate: int, actual: int) -> None:
+        """A batch is done: count what it did; what it did beyond its estimate is owed, so
+        the next batch waits for it."""
+        self.ops_done += actual
+        if self.bucket is not None and actual > estimate:
+            self.bucket.reserve(actual - estimate)
 
     # --- the dispatch loop ------------------------------------------------------------------
 
@@ -284,7 +302,7 @@ class Walker:
                 args, plan.list_rules, limit, plan.batch_size, plan.inline_rules, granted
             )
             done = [(n, r) for n, r in zip(nodes, results, strict=True) if r is not None]
-            self._charge(sum(r.ops + self._reads(n, r) for n, r in done) - estimate)
+            self._charge(estimate, sum(r.ops + self._reads(n, r) for n, r in done))
             used = 0
             for node, need, result in zip(nodes, reserved, results, strict=True):
                 used += self._apply_step(node, need, result)
@@ -405,7 +423,7 @@ class Walker:
                 self._put_back([(node, names)], granted)
                 return
             result = await fsops.apurge_files(node.fd, names, plan.file_rules, granted, node.rel)
-            self._charge(result.ops - len(names))
+            self._charge(len(names), result.ops)
             self.fds.unpin(node)
             self.deletes.settle(granted, result.slots_used)
             self._apply_files(node, result)
@@ -440,7 +458,7 @@ class Walker:
                 results = await worker.run(fds, jobs, granted)
             finally:
                 worker.busy = False
-            self._charge(sum(r.ops for r in results) - total)
+            self._charge(total, sum(r.ops for r in results))
             used = 0
             for (node, _), result in zip(batch, results, strict=True):
                 self.fds.unpin(node)
@@ -518,6 +536,7 @@ class Walker:
                 self.fds.unpin(anchor)
                 self.fds.open -= 1
                 return
+            self._charge(2 * len(path), 2 * len(path))
             try:
                 fd = await fsops.areopen(anchor.fd, path, self.plan.list_rules.noatime)
             except (OSError, fsops.DirectoryChanged) as exc:
