@@ -253,3 +253,22 @@ def test_at_most_1000_warnings_with_three_processes(tmp_path, monkeypatch):
     warnings = [r for r in run.log if r["level"] == "WARNING" and "failed" in r["message"]]
     assert len(warnings) == 1000
     assert sum(1 for r in records("\n".join(json.dumps(r) for r in run.log))) == len(run.log)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_big_directories_nested_deeper_than_the_descriptor_budget(tmp_path, monkeypatch, processes):
+    # Each level is a big directory (its listing stays open across batches) holding the next:
+    # with a budget of 8 descriptors, open listings fill it, and the walk must finish them
+    # rather than stall (or, worse, end early and call the run complete).
+    import efspurge.plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "raise_fd_limit", lambda: 0)
+    path = tmp_path
+    for level in range(10):
+        path = path / f"level{level}"
+        for i in range(40):
+            make_file(path / f"f{i:03d}", old=i % 2 == 0)
+    run = purge(tmp_path, task_batch_size=8, processes=processes)
+    assert run.code == 0 and run.stats["stop_reason"] is None
+    assert run.stats["files_purged"] == 200
+    assert sum(1 for p in snapshot(tmp_path) if p.startswith("file:")) == 200

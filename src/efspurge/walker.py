@@ -182,9 +182,18 @@ class Walker:
                         continue
                     self.in_flight += 1
                     group.create_task(self._run_unit(unit))
+            self._check_complete()
         finally:
             self._tasks = None
             self._close_everything()
+
+    def _check_complete(self) -> None:
+        """A walk that ends with work left and no stop asked for is a bug: say so, loudly
+        (exit 3), rather than report a complete run."""
+        left = len(self.stack) + len(self.files) + len(self.refused) + len(self.remover.ready)
+        if left and not self.stopping:
+            self.events.internal_error(RuntimeError(f"the walk stalled with {left} items left"))
+            self.request_stop(StopReason.INTERNAL)
 
     async def _run_unit(self, unit: Callable[[], Any]) -> None:
         try:
@@ -238,9 +247,24 @@ class Walker:
             return self._step_unit([top], [0], self.plan.batch_size)
         # New directories drain the stack (depth first), so they go on over the entry budget.
         steps, reserved = self._take_new_dirs()
-        if not steps:
-            return None
-        return self._step_unit(steps, reserved, self.plan.first_visit)
+        if steps:
+            return self._step_unit(steps, reserved, self.plan.first_visit)
+        if idle:
+            # No descriptor can be freed for a new directory: the budget is held by big
+            # directories still being listed. Go on with the nearest of those (it needs no new
+            # descriptor), so that its listing ends and gives its descriptors back.
+            return self._continue_deeper()
+        return None
+
+    def _continue_deeper(self) -> Callable[[], Any] | None:
+        for index in range(len(self.stack) - 1, -1, -1):
+            node = self.stack[index]
+            if node.listing is not None:
+                del self.stack[index]
+                self.queued_entries -= 1
+                self.fds.pin(node)
+                return self._step_unit([node], [0], self.plan.batch_size)
+        return None
 
     def _take_new_dirs(self) -> tuple[list[DirNode], list[int]]:
         """Unlisted directories from the top of the stack, whose parents are open, within the
