@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -57,6 +58,24 @@ def age_dirs(root: Path, stamp: float = OLD) -> None:
             os.utime(name, (stamp, stamp), dir_fd=fd, follow_symlinks=False)
             stack.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd))
         os.close(fd)
+
+
+@contextlib.contextmanager
+def tmpfs_mount(mount_point: Path, options: str):
+    """A private tmpfs with these mount options, for tests that need a filesystem's own
+    behaviour (a full disk, strict atime). The suite runs as root: a refused mount fails."""
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs (the suite runs as root): {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 def remove_tree(root: Path) -> None:

@@ -10,7 +10,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import EFSPURGE, OLD, age_dirs, final, make_file, purge, records, run_cli, snapshot
+from conftest import (
+    EFSPURGE,
+    OLD,
+    age_dirs,
+    final,
+    make_file,
+    purge,
+    records,
+    run_cli,
+    snapshot,
+    tmpfs_mount,
+)
 
 MODES = [
     pytest.param({"processes": 1}, id="1-process"),
@@ -167,17 +178,8 @@ def test_sigterm_to_the_whole_process_group_is_one_stop(tmp_path):
 
 @pytest.fixture
 def strictatime_mount(tmp_path):
-    mount_point = tmp_path / "atime"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "strictatime,size=16m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs (the suite runs as root): {done.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
+    with tmpfs_mount(tmp_path / "atime", "strictatime,size=16m") as mount_point:
+        yield mount_point
 
 
 def test_a_dry_run_by_atime_does_not_change_directory_atimes(strictatime_mount):

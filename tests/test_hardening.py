@@ -17,7 +17,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EFSPURGE, final, make_file, records, remove_tree, run_cli, snapshot
+from conftest import (
+    EFSPURGE,
+    final,
+    make_file,
+    records,
+    remove_tree,
+    run_cli,
+    snapshot,
+    tmpfs_mount,
+)
 
 from efspurge.rootcheck import refusal_reason
 
@@ -276,17 +285,8 @@ def test_manifest_write_past_a_size_limit_leaves_only_complete_lines(tmp_path, l
 @pytest.fixture
 def full_tmpfs(tmp_path):
     """A real 16 KiB tmpfs: writes to it end with a partial write and ENOSPC."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
+    with tmpfs_mount(tmp_path / "small", "size=16k") as mount_point:
+        yield mount_point
 
 
 def _old_files(root: Path, count: int) -> None:
