@@ -138,3 +138,16 @@ def test_json_records_with_a_live_display_on_stderr(tmp_path):
     assert "Dry run summary" in screen
     lines = records(out.read_text())
     assert lines[-1]["message"] == "Purge operation completed"
+
+
+def test_the_live_display_shows_the_rate_next_to_its_limit(tmp_path):
+    big_tree(tmp_path, dirs=2, files=200)
+    args = [str(tmp_path), "--dry-run", "--max-ops-per-second", "400", "--memory-limit-mb", "0"]
+    proc, master = spawn_in_pty(args)
+    try:
+        live = read_until(master, proc, "limit 400 ops/s")
+        read_until(master, proc, None)
+    finally:
+        os.close(master)
+    assert proc.wait(timeout=60) == 0
+    assert re.search(r"[\d,]+ ops/s", live) and "waited" in live

@@ -16,6 +16,10 @@ import psutil
 MIB = 1024 * 1024
 
 
+def current_rss_mb() -> float:
+    return psutil.Process().memory_info().rss / MIB
+
+
 class MemoryGuard:
     def __init__(
         self,

@@ -32,7 +32,7 @@ from efspurge import __version__, fsops, mounts
 from efspurge.events import EventLog
 from efspurge.jsonlog import setup_logging
 from efspurge.manifest import Manifest
-from efspurge.memory import MemoryGuard
+from efspurge.memory import MemoryGuard, current_rss_mb
 from efspurge.plan import WalkPlan, build_plan
 from efspurge.rootcheck import refusal_reason
 from efspurge.settings import Settings, SettingsError
@@ -444,7 +444,7 @@ class _Run:
             "errors": c.errors,
             "elapsed_seconds": round(elapsed, 1),
             "files_per_second": round(c.files_scanned / max(elapsed, 1e-9), 1),
-            "memory_mb": round(self.guard.rss_mb(), 1) if self.guard else None,
+            "memory_mb": round(self.guard.rss_mb() if self.guard else current_rss_mb(), 1),
             **self.walker.rate_statistics(),
         }
 

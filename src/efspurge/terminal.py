@@ -123,6 +123,12 @@ class TerminalUI:
             f"files scanned {s.get('files_scanned', 0):,}",
             f"{s.get('files_per_second', 0):,.0f} files/s",
         )
+        if s.get("ops_per_second_limit"):
+            table.add_row(
+                f"{s.get('ops_per_second', 0):,.0f} ops/s",
+                f"limit {s['ops_per_second_limit']:,.0f} ops/s",
+                f"waited {s.get('rate_limit_wait_seconds', 0):,.1f} s for it",
+            )
         selected = s.get("files_to_purge", 0) if self.dry_run else s.get("files_purged", 0)
         size = s.get("bytes_to_purge", 0) if self.dry_run else s.get("bytes_freed", 0)
         table.add_row(
