@@ -88,9 +88,10 @@ class EmptyDirRemover:
         self,
         done: Callable[[DirNode, bool], None],
         reopen: Callable[[DirNode], Any],
-        make_room: Callable[[int], bool],
+        room: Callable[[int], bool],
     ) -> Callable[[], Any] | None:
-        """The next removal batch, a reopen it needs first, or None."""
+        """The next removal batch, a reopen it needs first, or None. ``room(n)`` closes idle
+        descriptors until n more fit the budget."""
         if self.in_flight or not self.ready:
             return None
         batch: list[tuple[DirNode, fsops.Removal]] = []
@@ -107,10 +108,11 @@ class EmptyDirRemover:
             if parent.fd is not None:
                 self.fds.pin(parent)
                 removal = fsops.Removal(parent.fd, node.name)
-            elif node.fd is not None and parent not in reopening and make_room(1):
+            elif (
+                node.fd is not None and parent not in reopening and self._room_via(node, make_room)
+            ):
                 # Reopen the parent through '..' of this directory, checked by identity.
                 reopening.add(parent)
-                self.fds.pin(node)
                 self.fds.open += 1
                 removal = fsops.Removal(None, node.name, node.fd, parent.st)
             elif batch or parent in reopening:
@@ -122,6 +124,14 @@ class EmptyDirRemover:
         if not batch:
             return None
         return self._unit(batch, done)
+
+    def _room_via(self, node: DirNode, make_room: Callable[[int], bool]) -> bool:
+        """Pin ``node`` (its descriptor reopens the parent), then make room for the parent's."""
+        self.fds.pin(node)  # first: making room must not close this very descriptor
+        if make_room(1):
+            return True
+        self.fds.unpin(node)
+        return False
 
     def _unit(self, batch: list[tuple[DirNode, fsops.Removal]], done) -> Callable[[], Any]:
         granted = self.cap.reserve(len(batch))

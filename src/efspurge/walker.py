@@ -74,7 +74,6 @@ class Walker:
         self._started = time.monotonic()
         self.remover.throttle, self.remover.charge = self._throttle, self._charge
         self.on_stop: Callable[[StopReason], None] | None = None
-        self._tasks: asyncio.TaskGroup | None = None
 
     # --- control ----------------------------------------------------------------------------
 
@@ -169,7 +168,6 @@ class Walker:
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                self._tasks = group
                 while True:
                     await self.slots.acquire()
                     unit = self._next_unit()
@@ -184,7 +182,6 @@ class Walker:
                     group.create_task(self._run_unit(unit))
             self._check_complete()
         finally:
-            self._tasks = None
             self._close_everything()
 
     def _check_complete(self) -> None:
@@ -222,13 +219,6 @@ class Walker:
         return None
 
     # --- listing ----------------------------------------------------------------------------
-
-    def _may_discover(self) -> bool:
-        if self.in_flight == 0 and not self.files and not self.remover.busy:
-            return True  # nothing else would ever run: go on one step at a time
-        if not self.discovery.is_set():
-            return False
-        return self.queued_entries < self.plan.entry_budget
 
     def _listing_unit(self) -> Callable[[], Any] | None:
         top = self.stack[-1]
@@ -279,11 +269,12 @@ class Walker:
             if holder is None or holder.fd is None:
                 break
             need = 1 if node.fd is not None else 2  # the listing (and the directory)
+            self.fds.pin(holder)  # first: making room must not close the holder itself
             if not self._make_room(need):
+                self.fds.unpin(holder)
                 break
             self.stack.pop()
             self.queued_entries -= 1
-            self.fds.pin(holder)
             self.fds.open += need
             steps.append(node)
             reserved.append(need)
@@ -548,9 +539,10 @@ class Walker:
         anchor_index = next(i for i, n in enumerate(chain) if n.fd is not None)
         anchor = chain[anchor_index]
         path = [(n.name, n.st) for n in reversed(chain[:anchor_index])]
+        self.fds.pin(anchor)  # first: making room must not close the anchor itself
         if not self._make_room(1):
+            self.fds.unpin(anchor)
             return None
-        self.fds.pin(anchor)
         self.fds.open += 1
         self.reopening.add(node)
 
