@@ -108,9 +108,7 @@ class EmptyDirRemover:
             if parent.fd is not None:
                 self.fds.pin(parent)
                 removal = fsops.Removal(parent.fd, node.name)
-            elif (
-                node.fd is not None and parent not in reopening and self._room_via(node, make_room)
-            ):
+            elif node.fd is not None and parent not in reopening and self._room_via(node, room):
                 # Reopen the parent through '..' of this directory, checked by identity.
                 reopening.add(parent)
                 self.fds.open += 1
