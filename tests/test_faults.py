@@ -195,3 +195,23 @@ def test_directory_removed_by_someone_else_does_not_keep_its_parent(tmp_path, mo
     assert snapshot(tmp_path) == set()  # 'a' was empty in the end, and removed
     assert run.stats["errors"] == 0
     assert run.stats["empty_dirs_deleted"] == 1  # only 'a' is ours
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_directory_gone_before_it_is_opened_is_counted_once_and_never_offered(
+    tmp_path, monkeypatch, dry_run
+):
+    (tmp_path / "a" / "gone").mkdir(parents=True)
+    real_open = fsops.open_subdir
+
+    def someone_removed_it(parent_fd, name, *args, **kwargs):
+        if name == "gone":
+            os.rmdir(name, dir_fd=parent_fd)
+        return real_open(parent_fd, name, *args, **kwargs)
+
+    monkeypatch.setattr(fsops, "open_subdir", someone_removed_it)
+    run = purge(tmp_path, remove_empty_dirs=True, dry_run=dry_run, processes=1)
+    assert run.stats["entries_vanished"] == 1 and run.stats["errors"] == 0
+    # Only 'a' is ours to remove (or, in a dry run, to report): the same count in both.
+    assert run.stats["empty_dirs_to_delete"] == 1
+    assert snapshot(tmp_path) == ({"dir:a"} if dry_run else set())

@@ -399,8 +399,11 @@ class Walker:
         else:
             assert isinstance(result.refusal, OSError)
             self.events.entry_error(c, node, None, "open directory", result.refusal)
-        node.pending = 0
-        self._finished(node, kept=kind != "gone")
+        # Finished at once, and never offered to the remover: a directory that is gone is not
+        # ours to remove (or count), and one we could not enter keeps its parent.
+        parent = self._drop(node)
+        if tree.release(parent, kept=kind != "gone"):
+            self._finished(parent, parent.kept)
 
     # --- files ------------------------------------------------------------------------------
 
