@@ -124,6 +124,29 @@ def total(runs: list[dict], key: str) -> int:
     shards=2,
     concurrent=False,
 )
+@example(  # found by this test: a retry after a refused slot counted the file twice
+    tree={
+        "e": ("file", False),
+        "f.log": (
+            "dir",
+            True,
+            {
+                "-n": ("file", False),
+                "ü": ("file", True),
+                "c.log": ("file", True),
+                "b": ("dir", False, {"g": ("file", True), "c.log": ("dir", True, {})}),
+            },
+        ),
+        "c.log": ("file", False),
+    },
+    remove_empty=True,
+    max_delete=1,
+    max_dirs=0,
+    selection={"include": ("*.log", "a")},
+    young_rail=True,
+    shards=2,
+    concurrent=False,
+)
 @given(
     tree=TREE,
     remove_empty=st.booleans(),

@@ -228,8 +228,10 @@ def purge_files(
                     out.debug.append((name, "kept", st))
                 continue
             if used >= left:
-                out.refused.extend(names[i:])  # re-examined when slots come back, if ever
-                kept_any = True
+                # No --max-delete slot: these are looked at again when slots come back, or
+                # kept if none does (the loop decides). So this one is not counted yet.
+                out.refused.extend(names[i:])
+                scanned -= 1
                 break
             used += 1
             size = st.st_size
