@@ -215,3 +215,26 @@ def test_directory_gone_before_it_is_opened_is_counted_once_and_never_offered(
     # Only 'a' is ours to remove (or, in a dry run, to report): the same count in both.
     assert run.stats["empty_dirs_to_delete"] == 1
     assert snapshot(tmp_path) == ({"dir:a"} if dry_run else set())
+
+
+def test_directory_swapped_for_a_symlink_before_its_rmdir_is_a_change_not_an_error(
+    tmp_path, monkeypatch
+):
+    root = tmp_path / "root"
+    (root / "p" / "x").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    real_remove = fsops.remove_dir
+
+    def swap_first(parent_fd, name, dry_run):
+        if name == "x":
+            os.rmdir(name, dir_fd=parent_fd)
+            os.symlink(str(outside), name, dir_fd=parent_fd)
+        return real_remove(parent_fd, name, dry_run)
+
+    monkeypatch.setattr(fsops, "remove_dir", swap_first)
+    run = purge(root, remove_empty_dirs=True, processes=1)
+    assert run.stats["errors"] == 0 and run.code == 0
+    assert run.stats["dirs_skipped_changed"] == 1
+    assert snapshot(root) == {"dir:p", "link:p/x"}  # the symlink stays, and so does p
+    assert outside.is_dir()

@@ -520,6 +520,9 @@ def remove_dirs(removals: list[Removal], slots: int | None, dry_run: bool, noati
                 item.outcome = "gone"  # someone else removed it: the parent may be empty
             elif exc.errno in NOT_EMPTY:
                 item.outcome = "busy"
+            elif exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                # Swapped for a file or a symlink since it was walked: not followed, kept.
+                item.outcome, item.error = "changed", DirectoryChanged(exc.strerror)
             else:
                 item.outcome, item.error = "error", exc
             continue
