@@ -199,6 +199,3 @@ class EmptyDirRemover:
             assert isinstance(removal.error, OSError)
             self.events.entry_error(c, node, None, "rmdir", removal.error)
         return True
-
-    def close_everything(self) -> None:
-        self.ready.clear()

@@ -36,6 +36,7 @@ class EventLog:
         self._warnings_left = ERROR_LOG_LIMIT if error_log_limit is None else error_log_limit
         self.manifest_failed = False
         self.stop: Callable[[StopReason], None] | None = None  # set by the walker
+        self.why_kept: Callable[[os.stat_result], str] | None = None  # the age policy's words
 
     # --- paths, only for messages -------------------------------------------------------------
 
@@ -112,7 +113,8 @@ class EventLog:
         if not self.debug:
             return
         if what == "kept":
-            self.kept(node, name, f"mtime {st.st_mtime_ns} ns is not older than the cutoff")
+            why = self.why_kept(st) if self.why_kept else "not older than the cutoff"
+            self.kept(node, name, why)
             return
         self.log.debug(
             "Would delete file" if self.dry_run else "Deleted file",

@@ -85,6 +85,7 @@ class WalkPlan:
     with_rel: bool
     stop: StopFlag
     ops_per_second: float  # this process's share of --max-ops-per-second (0: no limit)
+    why_kept: Callable[[os.stat_result], str]  # the age test's reason, for DEBUG records
 
     @property
     def inline_rules(self) -> FileRules | None:
@@ -240,4 +241,5 @@ def build_plan(
         with_rel=with_rel,
         stop=stop,
         ops_per_second=ops,
+        why_kept=policy.why_kept,
     )

@@ -287,6 +287,7 @@ class _Run:
         )
         self.counts = Counters()
         self.events = EventLog(logger, root.path, settings.dry_run, manifest)
+        self.events.why_kept = self.plan.why_kept
         root_node = DirNode("", None, rel="" if self.plan.with_rel else None)
         root_node.fd, root_node.st = root.fd, root.st
         self.root_node = root_node

@@ -44,10 +44,6 @@ class Shard:
         self.index = index
         self.count = count
 
-    @property
-    def active(self) -> bool:
-        return self.count > 1
-
     def owner(self, dir_key: int, name: str) -> int:
         return shard_of(child_key(dir_key, name), self.count)
 
