@@ -254,3 +254,11 @@ def test_young_rail_keeps_only_directories_found_empty_and_recent(tmp_path):
     os.utime(tmp_path / "fresh-empty", (OLD, OLD))
     again = purge(tmp_path, remove_empty_dirs=True, keep_empty_dirs_newer_than=3600)
     assert snapshot(tmp_path) == set() and again.stats["empty_dirs_deleted"] == 1
+
+
+@pytest.mark.parametrize("age_by", ["mtime", "ctime", "newest"])
+def test_debug_says_why_a_file_was_kept_by_the_timestamp_in_use(tmp_path, age_by):
+    make_file(tmp_path / "fresh", old=False)
+    run = purge(tmp_path, age_by=age_by, log_level="DEBUG", dry_run=True)
+    reasons = [r["extra_fields"]["reason"] for r in run.log if r["message"] == "Kept"]
+    assert len(reasons) == 1 and reasons[0].startswith(f"{age_by} ")
