@@ -416,8 +416,20 @@ def _read_listing(out: ListResults, rel: str | None, key: int, rules: ListRules,
         close_listing(listing)
         out.listing = None
     out.entries = len(entries)
-    add_file, add_dir, debug = out.files.append, out.subdirs.append, rules.debug
     file_filter, dir_filter, owner_filter = rules.file_filter, rules.dir_filter, rules.owner_filter
+    if file_filter is None and owner_filter is None:
+        # The common case, per entry the hottest loop of the walk: regular files by d_type in
+        # one comprehension (no system call unless the filesystem reports DT_UNKNOWN); the
+        # rest, usually a few directories, sorted below.
+        try:
+            out.files = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+        except OSError:
+            out.files = []  # a DT_UNKNOWN entry vanished: sort them all one by one instead
+        else:
+            if len(out.files) == len(entries):
+                return
+            entries = [e for e in entries if not _is_file(e)]
+    add_file, add_dir, debug = out.files.append, out.subdirs.append, rules.debug
     theirs: list[str] = []
     for entry in entries:
         name = entry.name
@@ -455,6 +467,13 @@ def _read_listing(out: ListResults, rel: str | None, key: int, rules: ListRules,
                 out.kept = True
     if theirs and rules.theirs_stay is not None and rules.theirs_stay(out.fd, theirs):
         out.theirs_stay = True
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def _child(rel: str | None, name: str) -> str | None:
