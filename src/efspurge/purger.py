@@ -446,7 +446,7 @@ class _Run:
             "elapsed_seconds": round(elapsed, 1),
             "files_per_second": round(c.files_scanned / max(elapsed, 1e-9), 1),
             "memory_mb": round(self.guard.rss_mb() if self.guard else current_rss_mb(), 1),
-            **self.walker.rate_statistics(),
+            **self.walker.rate.statistics(),
         }
 
     def _progress(self) -> None:
@@ -473,7 +473,7 @@ class _Run:
                 "shard_index": self.settings.shard_index,
                 "shard_count": self.settings.shard_count,
                 "processes": self.plan.workers + 1,
-                **self.walker.rate_statistics(),
+                **self.walker.rate.statistics(),
                 **({"manifest_lines": self.manifest.lines} if self.manifest else {}),
             },
         )

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-__all__ = ["RateStatistics", "TokenBucket", "default_burst"]
+__all__ = ["RateGate", "RateStatistics", "TokenBucket", "default_burst"]
 
 #: Seconds covered by the sliding window of :attr:`RateStatistics.current_rate`.
 DEFAULT_WINDOW = 5.0
@@ -242,3 +242,58 @@ class TokenBucket:
         horizon = math.floor((now - self._window) / self._slot_width) - 1
         while slots[0][0] < horizon:
             slots.popleft()
+
+
+class RateGate:
+    """The engine's side of the limit: batches queue at one gate, in order.
+
+    The batch at the head waits until the bucket's debt is repaid, then takes the tokens it
+    knows it needs (its estimate); when it is done, what it did beyond that (its unlinks, its
+    listing reads) is charged as a debt. So a debt charged by a batch that just finished
+    delays the very next batch, not one that would be dispatched seconds later: the rate holds
+    over any few seconds, not only on average. Without a limit (rate 0) it only counts.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.bucket = TokenBucket(rate, clock=clock) if rate else None
+        self._gate = asyncio.Lock()
+        self._clock = clock
+        self._started = clock()
+        self.ops_done = 0  # operations made, counted when each batch is done
+        self.waited = 0.0  # seconds the head of the queue waited for the limit
+
+    async def throttle(self, ops: int, stopping: Callable[[], bool]) -> bool:
+        """Wait for the limit, then take ``ops`` tokens. Returns False if the run is stopping
+        (the batch must not start): a stop never waits for the limit."""
+        if self.bucket is None:
+            return True
+        async with self._gate:
+            began = self._clock()
+            while (delay := self.bucket.wait_time()) > 0 and not stopping():
+                await asyncio.sleep(min(delay, 0.1))
+            self.waited += self._clock() - began
+            if stopping():
+                return False
+            if ops > 0:
+                self.bucket.reserve(ops)
+        return True
+
+    def charge(self, estimate: int, actual: int) -> None:
+        """A batch is done: count what it did; what it did beyond its estimate is owed."""
+        self.ops_done += actual
+        if self.bucket is not None and actual > estimate:
+            self.bucket.reserve(actual - estimate)
+
+    def statistics(self) -> dict[str, float | int]:
+        """The rate fields of the progress and final records (none without a limit)."""
+        if self.bucket is None:
+            return {}
+        stats = self.bucket.statistics()
+        elapsed = max(self._clock() - self._started, 1e-9)
+        return {
+            "ops_per_second_limit": stats.rate_limit,
+            "ops_per_second": round(stats.current_rate or 0.0, 1),  # granted, recent window
+            "ops_per_second_average": round(self.ops_done / elapsed, 1),  # made, whole run
+            "ops_counted": self.ops_done,
+            "rate_limit_wait_seconds": round(self.waited, 3),
+        }

@@ -21,7 +21,6 @@ over budget; deletion never waits for it.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +29,7 @@ from efspurge import fsops, tree
 from efspurge.emptydirs import Decision, EmptyDirRemover
 from efspurge.events import EventLog
 from efspurge.plan import WalkPlan
-from efspurge.ratelimit import TokenBucket
+from efspurge.ratelimit import RateGate
 from efspurge.stats import Counters, StopReason
 from efspurge.tree import Counter, Descriptors, DirNode
 from efspurge.workers import MAX_FDS_PER_BATCH, FileJob, WorkerPool
@@ -67,11 +66,7 @@ class Walker:
         self.discovery = asyncio.Event()  # cleared by the memory guard
         self.discovery.set()
         self.stop_reason: StopReason | None = None
-        self.bucket = TokenBucket(plan.ops_per_second) if plan.ops_per_second else None
-        self._rate_gate = asyncio.Lock()
-        self.ops_done = 0  # system calls made (the rate limit's unit), counted after each batch
-        self.rate_wait = 0.0  # seconds the head of the queue waited for the limit
-        self._started = time.monotonic()
+        self.rate = RateGate(plan.ops_per_second)
         self.remover.throttle, self.remover.charge = self._throttle, self._charge
         self.on_stop: Callable[[StopReason], None] | None = None
 
@@ -108,45 +103,8 @@ class Walker:
             "queued_entries": self.queued_entries,
             "discovery_paused": not self.discovery.is_set(),
             **self.fds.statistics(),
-            **self.rate_statistics(),
+            **self.rate.statistics(),
         }
-
-    def rate_statistics(self) -> dict[str, Any]:
-        if self.bucket is None:
-            return {}
-        stats = self.bucket.statistics()
-        elapsed = max(time.monotonic() - self._started, 1e-9)
-        return {
-            "ops_per_second_limit": stats.rate_limit,
-            "ops_per_second": round(stats.current_rate or 0.0, 1),  # granted, recent window
-            "ops_per_second_average": round(self.ops_done / elapsed, 1),  # made, whole run
-            "ops_counted": self.ops_done,
-            "rate_limit_wait_seconds": round(self.rate_wait, 3),
-        }
-
-    # --- the rate limit ---------------------------------------------------------------------
-
-    async def _throttle(self, ops: int) -> bool:
-        """Wait for the rate limit, then take ``ops`` tokens. Returns False if the run is
-        stopping (the batch must not start): a stop never waits for the limit.
-
-        Batches queue behind one gate in order, and the one at the head waits until the
-        bucket's debt is repaid before it takes its tokens. So a debt charged by a batch that
-        just finished (its unlinks) delays the very next batch, not one that would be
-        dispatched seconds later: the rate holds over any few seconds, not only on average.
-        """
-        if self.bucket is None:
-            return True
-        async with self._rate_gate:
-            began = time.monotonic()
-            while (delay := self.bucket.wait_time()) > 0 and not self.stopping:
-                await asyncio.sleep(min(delay, 0.1))
-            self.rate_wait += time.monotonic() - began
-            if self.stopping:
-                return False
-            if ops > 0:
-                self.bucket.reserve(ops)
-        return True
 
     @staticmethod
     def _reads(node: DirNode, result: fsops.ListResults) -> int:
@@ -157,11 +115,10 @@ class Walker:
         return result.started + (before + result.entries) // per - before // per
 
     def _charge(self, estimate: int, actual: int) -> None:
-        """A batch is done: count what it did; what it did beyond its estimate is owed, so
-        the next batch waits for it."""
-        self.ops_done += actual
-        if self.bucket is not None and actual > estimate:
-            self.bucket.reserve(actual - estimate)
+        self.rate.charge(estimate, actual)
+
+    async def _throttle(self, ops: int) -> bool:
+        return await self.rate.throttle(ops, lambda: self.stopping)
 
     # --- the dispatch loop ------------------------------------------------------------------
 
