@@ -6,10 +6,11 @@ the loop thread, so nothing needs a lock. What runs in a thread is a batch of fd
 from :mod:`efspurge.fsops` (wrapped by ``aiofiles.os.wrap``, run by the loop's default executor)
 that returns its results as data; :class:`Walker` applies them.
 
-Concurrency: an ``asyncio.Semaphore`` bounds the batches in flight, and the default executor
-has exactly that many threads (see :mod:`efspurge.purger`), so the two agree. Each dispatched
-batch is an asyncio task of one ``TaskGroup``: an error in one reaches all, nothing outlives
-the walk.
+Concurrency: an ``asyncio.Semaphore`` bounds the batches in flight: one per thread of the
+loop's default executor (see :mod:`efspurge.purger`) and one per worker process
+(:mod:`efspurge.workers`), so a batch never waits for a free thread or worker. Each
+dispatched batch is an asyncio task of one ``TaskGroup``, so nothing outlives the walk; a
+batch that fails with an exception (a bug) stops the run as an internal error (exit 3).
 
 Order: a LIFO stack, children on top of their parent's continuation, so the walk is depth-first
 and the frontier (what is in memory) stays small. Priorities, highest first: removing finished
