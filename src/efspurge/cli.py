@@ -221,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import asyncio
 
     from efspurge.jsonlog import setup_logging
-    from efspurge.purger import AsyncPurger, StopRelay, open_manifest, prepare_root
+    from efspurge.purger import AsyncPurger, StopRelay
+    from efspurge.roots import open_manifest, prepare_root
     from efspurge.settings import SettingsError, resolve_settings
     from efspurge.terminal import TerminalUI, choose_format
 

@@ -148,7 +148,8 @@ class TerminalUI:
         title = "Dry run summary: nothing was deleted" if dry else "Purge summary"
         if record.get("interrupted"):
             title += f" (stopped early: {record.get('stop_reason')})"
-        main = Table(title=title, show_header=False, title_justify="left")
+        # min_width: a narrow table (small counts) would wrap its title onto two lines.
+        main = Table(title=title, show_header=False, title_justify="left", min_width=len(title) + 4)
         main.add_column(style="bold")
         main.add_column(justify="right")
         rows = [

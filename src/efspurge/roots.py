@@ -1,0 +1,85 @@
+"""The root of a run and the run's own files: resolved, checked and opened once, at start.
+
+Everything here happens before the walk, and every problem is a one-line SettingsError
+(exit 2): nothing on the tree is touched until the root and the outputs are known to be good.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from efspurge import fsops, mounts
+from efspurge.manifest import Manifest
+from efspurge.rootcheck import refusal_reason
+from efspurge.settings import Settings, SettingsError
+
+
+@dataclass(frozen=True, slots=True)
+class RootInfo:
+    path: str
+    fd: int
+    st: os.stat_result
+    fs_type: str | None
+
+
+def prepare_root(raw_path: str, noatime: bool = False) -> RootInfo:
+    """Resolve the root once (it may be reached through a symlink) and check it.
+
+    Raises SettingsError with a one-line message; nothing is changed on disk.
+    """
+    if not raw_path.strip():
+        raise SettingsError("PATH: is empty (an unset variable in a script?); refusing to guess")
+    resolved = os.path.realpath(raw_path)
+    reason = refusal_reason(resolved)
+    if reason is not None:
+        raise SettingsError(f"PATH: refusing to purge {raw_path!r}: it {reason}")
+    if resolved == "/":
+        raise SettingsError(f"PATH: refusing to purge the filesystem root ({raw_path!r})")
+    try:
+        fd, st = fsops.open_root(resolved, noatime)
+    except OSError as exc:
+        reasons = {
+            errno.ENOENT: "does not exist",
+            errno.ENOTDIR: "is not a directory",
+            errno.EACCES: "cannot be opened: permission denied",
+            errno.ELOOP: "is a symlink that changed while starting",
+        }
+        reason = reasons.get(exc.errno, f"cannot be opened: {exc.strerror}")
+        raise SettingsError(f"PATH: {raw_path!r} {reason}") from None
+    fs_type = mounts.filesystem_type(resolved, st.st_dev)
+    if mounts.is_pseudo(fs_type):
+        fsops.close(fd)
+        raise SettingsError(
+            f"PATH: {raw_path!r} is on a {fs_type} pseudo-filesystem, which is never purged"
+        )
+    return RootInfo(resolved, fd, st, fs_type)
+
+
+def open_manifest(settings: Settings) -> Manifest | None:
+    """Open --manifest before anything is deleted. Raises SettingsError if it cannot be."""
+    if settings.manifest is None:
+        return None
+    try:
+        return Manifest(settings.manifest)
+    except OSError as exc:
+        raise SettingsError(
+            f"--manifest: cannot write {settings.manifest!r}: {exc.strerror}"
+        ) from None
+
+
+def own_files(settings: Settings, manifest: Manifest | None) -> frozenset[tuple[int, int]]:
+    """(dev, ino) of the files this run writes, so that a run never deletes its own output
+    when it lies inside the tree (an old metrics file, a manifest at --max-age-days 0)."""
+    ids = set()
+    if manifest is not None:
+        st = manifest.stat()
+        ids.add((st.st_dev, st.st_ino))
+    if settings.metrics_file:
+        try:
+            st = os.stat(settings.metrics_file)
+            ids.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    return frozenset(ids)
