@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from efspurge import manifest as manifest_lines
+from efspurge import manifest as manifest_format
 from efspurge.manifest import Manifest
 from efspurge.stats import Counters, StopReason
 from efspurge.tree import DirNode
@@ -129,8 +129,8 @@ class EventLog:
 
     def dir_removed(self, node: DirNode) -> None:
         if self.manifest is not None:
-            action = manifest_lines.WOULD_RMDIR if self.dry_run else manifest_lines.RMDIR
-            line = manifest_lines.dir_line(action, self.relpath_of(node))
+            action = manifest_format.WOULD_RMDIR if self.dry_run else manifest_format.RMDIR
+            line = manifest_format.dir_line(action, self.relpath_of(node))
             self.manifest_lines([line])
         if self.debug:
             self.log.debug(

@@ -298,7 +298,6 @@ class ListResults:
 class ListRules:
     """What a thread needs to sort a listing. Pure values and functions, shared read-only."""
 
-    batch_size: int
     same_dev: int | None
     noatime: bool
     mount_points: frozenset[str]  # relative paths of mount points below the root

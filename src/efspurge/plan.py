@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from efspurge import manifest as manifest_lines
 from efspurge import mounts
-from efspurge.fsops import FileRules, ListRules
+from efspurge.fsops import FileRules, ListRules, any_stays
 from efspurge.policy import AgePolicy
 from efspurge.selection import Selector
 from efspurge.settings import Settings
@@ -189,13 +189,10 @@ def build_plan(
         return manifest_lines.file_line(action, rel, st.st_size, st.st_mtime_ns)
 
     def theirs_stay(dir_fd: int, names: list[str]) -> bool:
-        from efspurge.fsops import any_stays
-
         return any_stays(dir_fd, names, policy.is_expired)
 
     noatime = settings.reads_atime
     list_rules = ListRules(
-        batch_size=batch,
         same_dev=root_st.st_dev if settings.one_file_system else None,
         noatime=noatime,
         mount_points=mount_rel if settings.one_file_system else frozenset(),

@@ -104,7 +104,6 @@ class Walker:
             "queued_entries": self.queued_entries,
             "discovery_paused": not self.discovery.is_set(),
             **self.fds.statistics(),
-            **self.rate.statistics(),
         }
 
     @staticmethod
@@ -399,11 +398,7 @@ class Walker:
                 self._put_back([(node, names)], granted)
                 return
             result = await fsops.apurge_files(node.fd, names, plan.file_rules, granted, node.rel)
-            self._charge(len(names), result.ops)
-            self.fds.unpin(node)
-            self.deletes.settle(granted, result.slots_used)
-            self._apply_files(node, result)
-            self._release(node)
+            self._files_done([(node, names)], [result], granted)
 
         return unit
 
@@ -434,16 +429,25 @@ class Walker:
                 results = await worker.run(fds, jobs, granted)
             finally:
                 worker.busy = False
-            self._charge(total, sum(r.ops for r in results))
-            used = 0
-            for (node, _), result in zip(batch, results, strict=True):
-                self.fds.unpin(node)
-                used += result.slots_used
-                self._apply_files(node, result)
-                self._release(node)
-            self.deletes.settle(granted, used)
+            self._files_done(batch, results, granted)
 
         return unit
+
+    def _files_done(
+        self,
+        batch: list[tuple[DirNode, list[str]]],
+        results: list[fsops.FileResults],
+        granted: int | None,
+    ) -> None:
+        """File batches done, in a thread or a worker: count, settle the caps, release."""
+        self._charge(sum(len(names) for _, names in batch), sum(r.ops for r in results))
+        used = 0
+        for (node, _), result in zip(batch, results, strict=True):
+            self.fds.unpin(node)
+            used += result.slots_used
+            self._apply_files(node, result)
+            self._release(node)
+        self.deletes.settle(granted, used)
 
     def _put_back(self, batch: list[tuple[DirNode, list[str]]], granted: int | None) -> None:
         """File batches that did not start (the run is stopping): as they were."""
