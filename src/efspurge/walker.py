@@ -60,7 +60,7 @@ class Walker:
         self.remover = EmptyDirRemover(plan, counts, events, self.fds)
         events.stop = self.request_stop
         # Batches in flight: one per thread of the pool, and one per worker process.
-        self.slots = asyncio.Semaphore(plan.concurrency + (len(pool.workers) if pool else 0))
+        self.slots = asyncio.Semaphore(plan.concurrency + (pool.capacity if pool else 0))
         self.in_flight = 0
         self.reopening: set[DirNode] = set()
         self.wake = asyncio.Event()
@@ -416,11 +416,11 @@ class Walker:
             batch.append((node, names))
             total += len(names)
         granted = self.deletes.reserve(total)
-        worker.busy = True
+        worker.in_flight += 1
 
         async def unit() -> None:
             if not await self._throttle(total):
-                worker.busy = False
+                worker.in_flight -= 1
                 self._put_back(batch, granted)
                 return
             fds = [node.fd for node, _ in batch]
@@ -428,7 +428,7 @@ class Walker:
             try:
                 results = await worker.run(fds, jobs, granted)
             finally:
-                worker.busy = False
+                worker.in_flight -= 1
             self._files_done(batch, results, granted)
 
         return unit

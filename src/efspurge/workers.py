@@ -35,6 +35,7 @@ from efspurge.fsops import FileResults, FileRules
 _HEADER = struct.Struct("!I")
 _PEAK = struct.Struct("Q")  # KiB
 MAX_FDS_PER_BATCH = 64  # directories in one message (SCM_RIGHTS allows up to 253)
+PIPELINE_DEPTH = 2  # batches in flight per worker: the one it runs and the next
 
 
 @dataclass(slots=True)
@@ -69,15 +70,15 @@ def _serve(sock: socket.socket, rules: FileRules) -> None:
     """A worker's whole life: receive a batch with its descriptors, purge, answer."""
     while True:
         try:
-            data, fds, _, _ = socket.recv_fds(sock, 1 << 16, MAX_FDS_PER_BATCH)
+            # The header alone: the parent may already have queued the next batch behind this
+            # one, and its bytes (and descriptors) must stay on the socket for the next read.
+            data, fds, _, _ = socket.recv_fds(sock, _HEADER.size, MAX_FDS_PER_BATCH)
         except OSError:
             return
         if not data:
             return  # the parent closed its end: the run is over
-        data = _recv_exact(sock, _HEADER.size, data)
-        (size,) = _HEADER.unpack(data[: _HEADER.size])
-        body = _recv_exact(sock, size, data[_HEADER.size :])
-        jobs, slots = pickle.loads(body)
+        (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, data))
+        jobs, slots = pickle.loads(_recv_exact(sock, size))
         try:
             reply: object = _run_jobs(fds, jobs, slots, rules)
         except BaseException as exc:  # reported to the parent as an internal error
@@ -100,26 +101,70 @@ def _run_jobs(fds: list[int], jobs: list[FileJob], slots: int | None, rules: Fil
 
 
 class Worker:
-    __slots__ = ("busy", "pid", "sock")
+    """One worker process, seen from the parent. Up to :data:`PIPELINE_DEPTH` batches are in
+    flight: the next one waits on the socket while the worker runs the current one, so the
+    worker does not sit idle while the parent's loop gets round to sending it more."""
+
+    __slots__ = ("_reply_turn", "_send_lock", "in_flight", "pid", "sock")
 
     def __init__(self, pid: int, sock: socket.socket) -> None:
         self.pid = pid
         self.sock = sock
-        self.busy = False
+        self.in_flight = 0
+        self._send_lock: asyncio.Lock | None = None
+        self._reply_turn: asyncio.Future[None] | None = None  # the last batch's reply read
 
     async def run(self, fds: list[int], jobs: list[FileJob], slots: int | None):
-        """Send one batch and wait for its results (the loop stays free meanwhile)."""
+        """Send one batch and wait for its results (the loop stays free meanwhile). Replies
+        come back in the order the batches were sent: each waits for the one before."""
         loop = asyncio.get_running_loop()
-        self.sock.setblocking(True)  # the worker is idle and reading: the send cannot stall
-        _send(self.sock, (jobs, slots), fds)
-        self.sock.setblocking(False)
-        head = await _read_exact(loop, self.sock, _HEADER.size)
-        (size,) = _HEADER.unpack(head)
-        reply = pickle.loads(await _read_exact(loop, self.sock, size))
+        if self._send_lock is None:
+            self._send_lock = asyncio.Lock()
+            self.sock.setblocking(False)
+        async with self._send_lock:
+            # Never a blocking send: with batches queued the worker may be busy, and it must
+            # be able to send its reply while the parent is still sending the next batch.
+            await _send_async(loop, self.sock, (jobs, slots), fds)
+            before, mine = self._reply_turn, loop.create_future()
+            self._reply_turn = mine
+        try:
+            if before is not None:
+                await before
+            head = await _read_exact(loop, self.sock, _HEADER.size)
+            (size,) = _HEADER.unpack(head)
+            reply = pickle.loads(await _read_exact(loop, self.sock, size))
+        finally:
+            mine.set_result(None)
         if isinstance(reply, BaseException):
             raise reply
         results: list[FileResults] = reply
         return results
+
+
+async def _send_async(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, payload: object, fds: list[int]
+) -> None:
+    """Send one framed message on a non-blocking socket, its descriptors with the first
+    byte, waiting (on the loop) whenever the socket's buffer is full."""
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    message = memoryview(_HEADER.pack(len(data)) + data)
+    while True:
+        try:
+            sent = socket.send_fds(sock, [message], fds) if fds else sock.send(message)
+            break
+        except BlockingIOError:
+            await _writable(loop, sock)
+    if sent < len(message):
+        await loop.sock_sendall(sock, message[sent:])
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    ready = loop.create_future()
+    loop.add_writer(sock, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_writer(sock)
 
 
 async def _read_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
@@ -153,7 +198,14 @@ class WorkerPool:
             self.workers.append(Worker(pid, parent_end))
 
     def idle(self) -> Worker | None:
-        return next((w for w in self.workers if not w.busy), None)
+        """The least loaded worker that can take one more batch, if any."""
+        free = [w for w in self.workers if w.in_flight < PIPELINE_DEPTH]
+        return min(free, key=lambda w: w.in_flight) if free else None
+
+    @property
+    def capacity(self) -> int:
+        """Batches the workers can hold at once."""
+        return len(self.workers) * PIPELINE_DEPTH
 
     def memory_mb(self) -> float:
         """The workers' own memory (USS at their exit) added up, once they are closed."""

@@ -1,0 +1,61 @@
+"""Worker processes (--processes N): batches are pipelined, two in flight per worker. A batch
+and its reply can each be far larger than a socket's buffer; neither side may wait on the other
+for ever, and every reply must reach the batch it belongs to."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import final, make_file, purge, run_cli, snapshot
+
+
+def long_named_files(root: Path, count: int) -> tuple[set[str], set[str]]:
+    """`count` files with 240-character names, every third one young. Returns (old, young)."""
+    old, young = set(), set()
+    for i in range(count):
+        name = f"{i:06d}" + "x" * 234
+        keep = i % 3 == 0
+        make_file(root / name, old=not keep)
+        (young if keep else old).add(f"file:{name}")
+    return old, young
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_large_batches_and_replies_in_flight_together(tmp_path, processes):
+    # 1,000 names of 240 characters make a batch of ~250 KB, and its manifest lines a reply of
+    # ~300 KB, both over the socket buffer: with two batches in flight per worker the parent
+    # sends the next while the worker sends its reply. A blocking send on either side hangs.
+    root = tmp_path / "root"
+    root.mkdir()
+    old, young = long_named_files(root, 6_000)
+    manifest = tmp_path / "manifest.jsonl"
+    # A subprocess with a deadline: a hang is a failure, not a stuck test session.
+    args = [str(root), "--max-age-days", "30", "--processes", str(processes), "--no-dry-run"]
+    done = run_cli(*args, "--task-batch-size", "1000", "--manifest", str(manifest), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert snapshot(root) == young
+    recorded = {json.loads(line)["path"] for line in manifest.read_text().splitlines()}
+    assert {f"file:{path}" for path in recorded} == old
+    stats = final(done.stdout)
+    assert stats["files_purged"] == len(old)
+    assert stats["files_scanned"] == len(old) + len(young)
+
+
+@pytest.mark.parametrize("cap", [1, 999, 1000, 1001, 2500])
+def test_max_delete_is_exact_with_batches_in_flight(tmp_path, cap):
+    # Two batches per worker hold --max-delete slots at once: what one does not use goes back
+    # to the other files, and the cap is never passed nor missed.
+    root = tmp_path / "root"
+    root.mkdir()
+    for d in range(4):
+        (root / f"d{d}").mkdir()
+        for i in range(1_000):
+            make_file(root / f"d{d}" / f"f{i:04d}", old=i % 4 != 0)
+    before = len(os.listdir(root / "d0")) * 4
+    run = purge(root, processes=3, dry_run=False, max_delete=cap)
+    left = sum(len(os.listdir(root / f"d{d}")) for d in range(4))
+    assert before - left == cap == run.stats["files_purged"]
+    assert run.stats["stop_reason"] == "max_delete"
