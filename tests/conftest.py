@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from efspurge.jsonlog import setup_logging
-from efspurge.purger import AsyncPurger, Outcome
+from efspurge.purger import AsyncPurger
 from efspurge.roots import prepare_root
+from efspurge.run import Outcome
 from efspurge.settings import Settings
 
 # Build test trees in memory when we can: the suite creates hundreds of thousands of files, and

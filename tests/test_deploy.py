@@ -444,7 +444,7 @@ def test_dependabot_watches_the_lock_the_actions_and_the_base_image():
 #
 # Each check reads a manifest the way Kubernetes / ECS / Compose would and runs the command it
 # configures through efspurge's own parser (efspurge.cli.build_parser, then
-# efspurge.settings.resolve_settings). Each is shown to catch its breakage on a broken copy.
+# efspurge.resolve.resolve_settings). Each is shown to catch its breakage on a broken copy.
 
 
 def load_yaml(name: str):
@@ -468,7 +468,8 @@ def efspurge_argv(container: dict) -> list[str]:
 def settings_problems(argv: list[str], env: dict[str, str]):
     """(settings or None, problems) for efspurge ARGV with the manifest's environment."""
     from efspurge.cli import build_parser
-    from efspurge.settings import OPTIONS, PATH_ENV, SettingsError, resolve_settings
+    from efspurge.resolve import resolve_settings
+    from efspurge.settings import OPTIONS, PATH_ENV, SettingsError
 
     known = {spec.env for spec in OPTIONS} | {PATH_ENV}
     problems = [

@@ -21,7 +21,7 @@ from conftest import EFSPURGE, age_dirs, make_file, purge
 from prometheus_client.parser import text_string_to_metric_families
 
 import efspurge
-from efspurge import fsops, metrics
+from efspurge import fsops, metrics, metricsio
 from efspurge.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -425,8 +425,8 @@ def test_push_failure_is_logged_and_fails_the_run_only_when_asked(tmp_path):
 
 def test_grouping_key():
     settings = Settings(path="/x", push_label=("instance=a",), shard_count=3, shard_index=1)
-    assert metrics.grouping_key(settings) == {"instance": "a", "dry_run": "false", "shard": "1"}
-    assert metrics.group_labels(settings)["job"] == "efspurge"
+    assert metricsio.grouping_key(settings) == {"instance": "a", "dry_run": "false", "shard": "1"}
+    assert metricsio.group_labels(settings)["job"] == "efspurge"
 
 
 # --- the push deadline: real servers on loopback that misbehave --------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from efspurge.policy import NS_PER_DAY, AgePolicy
-from efspurge.settings import OPTIONS, Settings, SettingsError, resolve_settings
+from efspurge.resolve import resolve_settings
+from efspurge.settings import OPTIONS, Settings, SettingsError
 
 
 def resolve(cli=None, env=None) -> Settings:

@@ -222,8 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from efspurge.jsonlog import setup_logging
     from efspurge.purger import AsyncPurger, StopRelay
+    from efspurge.resolve import resolve_settings
     from efspurge.roots import open_manifest, prepare_root
-    from efspurge.settings import SettingsError, resolve_settings
+    from efspurge.settings import SettingsError
     from efspurge.terminal import TerminalUI, choose_format
 
     args = build_parser().parse_args(argv)

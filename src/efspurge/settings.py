@@ -1,21 +1,20 @@
-"""Effective settings: command line over environment over defaults, validated once.
+"""The settings of a run: the Settings object, each option's parser and range check, and the
+option table that ties every field to its flag and its environment variable.
 
 Everything here is pure (no file system access), so that every bad value is rejected before
-the tree is touched. Each error names the flag or the variable it came from.
+the tree is touched. Each error names the flag or the variable it came from. Merging the
+command line, the environment and the defaults into one Settings: :mod:`efspurge.resolve`.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-import os
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from efspurge.selection import normalize as normalize_pattern
 from efspurge.selection import validate as validate_patterns
 
 ENV_PREFIX = "EFSPURGE_"
@@ -142,25 +141,6 @@ def parse_file_path(text: str) -> str:
     if not text.strip():
         raise ValueError("a file path must not be empty")
     return text
-
-
-def split_list(text: str, parse: Callable[[str], Any]) -> tuple[Any, ...]:
-    """Items of one environment variable: comma-separated (a literal comma is [,]), each
-    parsed as the option's single value would be."""
-    parts = []
-    depth, current = 0, []
-    for ch in text:
-        if ch == "[":
-            depth += 1
-        elif ch == "]" and depth:
-            depth -= 1
-        if ch == "," and not depth:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return tuple(parse(p.strip()) for p in parts)
 
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
@@ -302,102 +282,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("push_label", parse_label_pair, multiple=True),
     OptionSpec("fail_on_push_error", parse_bool),
 )
-# Where Kubernetes Indexed Jobs and AWS Batch array jobs put each worker's index.
-INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
+# The variable for the root (the PATH argument).
 PATH_ENV = ENV_PREFIX + "PATH"
-
-
-# EFSPURGE_* variables that are not options but are known: the root, and the project's own
-# test script's (scripts/test.sh), which may be set in the shell that runs efspurge.
-OTHER_VARIABLES = (PATH_ENV, "EFSPURGE_TEST_VENV")
-
-
-def check_unknown_variables(environ: Mapping[str, str]) -> None:
-    """A misspelled variable (EFSPURGE_DRYRUN) must not be ignored: the run would go ahead
-    without it, for example deleting for real. Raises SettingsError naming the closest."""
-    known = [spec.env for spec in OPTIONS] + list(OTHER_VARIABLES)
-    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
-    if not unknown:
-        return
-    described = []
-    suffixes = {name[len(ENV_PREFIX) :]: name for name in known}
-    for name in unknown:
-        # Compared without the common prefix, which would make everything look close.
-        close = difflib.get_close_matches(name[len(ENV_PREFIX) :], suffixes, n=1, cutoff=0.6)
-        described.append(f"{name} (did you mean {suffixes[close[0]]}?)" if close else name)
-    raise SettingsError(
-        f"{', '.join(described)}: unknown variable{'s' if len(unknown) > 1 else ''}; "
-        f"efspurge reads {ENV_PREFIX}<OPTION> for the options in --help and {PATH_ENV}"
-    )
-
-
-def _resolve_shard(chosen: dict[str, Any], environ: Mapping[str, str]) -> None:
-    count = chosen.get("shard_count", 1)
-    if "shard_index" not in chosen and count > 1:
-        for name in INDEX_VARIABLES:
-            raw = environ.get(name, "").strip()
-            if raw:
-                try:
-                    chosen["shard_index"] = parse_int(raw)
-                except ValueError as exc:
-                    raise SettingsError(f"{name}: {exc}") from None
-                break
-        else:
-            raise SettingsError(
-                "--shard-index: required with --shard-count above 1 (or set "
-                f"EFSPURGE_SHARD_INDEX, {' or '.join(INDEX_VARIABLES)})"
-            )
-    index = chosen.get("shard_index", 0)
-    if not 0 <= index < count:
-        raise SettingsError(f"--shard-index: must be between 0 and {count - 1}, got {index}")
-
-
-def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
-    """Merge command-line values (None: not given) with the environment and the defaults.
-
-    Values from the command line arrive already parsed by argparse; values from the
-    environment are parsed here. Both pass the same range check.
-    """
-    check_unknown_variables(environ)
-    chosen: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for spec in OPTIONS:
-        value = cli_values.get(spec.field)
-        source = spec.flag
-        if value is None and spec.env in environ:
-            source = spec.env
-            raw = environ[spec.env]
-            if not raw.strip():
-                raise SettingsError(f"{spec.env}: is set but empty")
-            try:
-                value = split_list(raw, spec.parse) if spec.multiple else spec.parse(raw)
-            except ValueError as exc:
-                raise SettingsError(f"{spec.env}: {exc}") from None
-        if value is None or (spec.multiple and not value):
-            continue
-        if spec.multiple:
-            value = tuple(value)
-        problem = spec.check(value) if spec.check else None
-        if problem:
-            raise SettingsError(f"{source}: {problem}")
-        chosen[spec.field] = value
-        sources[spec.field] = source
-
-    _resolve_shard(chosen, environ)
-
-    path = cli_values.get("path")
-    root_for_patterns = path if path is not None else environ.get(PATH_ENV)
-    if path is not None and not path.strip():
-        # An unset variable in `efspurge "$EFS_PATH"` must not mean the working directory.
-        raise SettingsError(f"PATH: the root path argument is empty ({path!r})")
-    if path is None:
-        path = environ.get(PATH_ENV)
-        if path is not None and not path.strip():
-            raise SettingsError(f"{PATH_ENV}: is set but empty")
-    if path is None:
-        raise SettingsError(f"PATH: no root path given (pass it as an argument or set {PATH_ENV})")
-    _normalize_patterns(chosen, sources, root_for_patterns or path)
-    return Settings(path=path, **chosen)
 
 
 def check_settings(settings: Settings) -> Settings:
@@ -415,16 +301,3 @@ def check_settings(settings: Settings) -> Settings:
             f"got {settings.shard_index}"
         )
     return settings
-
-
-def _normalize_patterns(chosen: dict[str, Any], sources: dict[str, str], path: str) -> None:
-    root = os.path.abspath(path)  # no file system access: only the working directory
-    for field in ("include", "exclude", "exclude_dir"):
-        if field not in chosen:
-            continue
-        try:
-            chosen[field] = tuple(
-                normalize_pattern(p, root, for_dirs=field == "exclude_dir") for p in chosen[field]
-            )
-        except ValueError as exc:
-            raise SettingsError(f"{sources[field]}: {exc}") from None
