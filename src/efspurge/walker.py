@@ -7,8 +7,9 @@ from :mod:`efspurge.fsops` (wrapped by ``aiofiles.os.wrap``, run by the loop's d
 that returns its results as data; :class:`Walker` applies them.
 
 Concurrency: an ``asyncio.Semaphore`` bounds the batches in flight: one per thread of the
-loop's default executor (see :mod:`efspurge.purger`) and one per worker process
-(:mod:`efspurge.workers`), so a batch never waits for a free thread or worker. Each
+loop's default executor (see :mod:`efspurge.run`) and two per worker process (the one it runs
+and the next, queued on its socket: :mod:`efspurge.workers`), so a batch never waits for a
+free thread and a worker never waits for its next batch. Each
 dispatched batch is an asyncio task of one ``TaskGroup``, so nothing outlives the walk; a
 batch that fails with an exception (a bug) stops the run as an internal error (exit 3).
 
