@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import final, make_file, purge, run_cli, snapshot
+from conftest import EFSPURGE, final, make_file, purge, run_cli, snapshot
 
 
 def long_named_files(root: Path, count: int) -> tuple[set[str], set[str]]:
@@ -59,3 +60,27 @@ def test_max_delete_is_exact_with_batches_in_flight(tmp_path, cap):
     left = sum(len(os.listdir(root / f"d{d}")) for d in range(4))
     assert before - left == cap == run.stats["files_purged"]
     assert run.stats["stop_reason"] == "max_delete"
+
+
+def test_the_command_exits_with_every_line_written(tmp_path):
+    # The command skips the interpreter's teardown (os._exit): whatever is still buffered for
+    # stdout must be written first. In text mode to a file (fully buffered): 3,000 DEBUG
+    # lines, then the summary's tables, down to the last border.
+    root = tmp_path / "root"
+    root.mkdir()
+    for i in range(3_000):
+        make_file(root / f"f{i:04d}", old=i % 2 == 0)
+    out = tmp_path / "out.txt"
+    args = [str(root), "--max-age-days", "30", "--no-dry-run", "--log-level", "DEBUG"]
+    with out.open("w") as sink:
+        done = subprocess.run(
+            [EFSPURGE, *args, "--log-format", "text"],
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text().splitlines()
+    assert sum("Deleted file" in line for line in lines) == 1_500 == 3_000 - len(os.listdir(root))
+    assert "Deleted, by age" in lines[-6] and lines[-1].startswith("└")

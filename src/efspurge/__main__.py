@@ -1,5 +1,5 @@
 """``python -m efspurge``."""
 
-from efspurge.cli import main
+from efspurge.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -259,3 +259,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.critical("Purge failed", exc_info=True, extra={"extra_fields": {"error": repr(exc)}})
         return EXIT_FATAL
     return outcome.exit_code
+
+
+def entry() -> NoReturn:
+    """The ``efspurge`` command: :func:`main`, then a quick exit.
+
+    Everything the run writes is written and closed by then (the final record, the manifest,
+    the metrics; the workers are reaped), so the interpreter's teardown (freeing every module
+    and object one by one, ~50 ms here: 5 % of a 100,000-file run) is skipped. Only what sits
+    in the standard streams' buffers is left, and it is flushed first."""
+    code = main()
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed stdout (exit 141) has nothing more to say
+    os._exit(code)
