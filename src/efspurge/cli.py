@@ -272,9 +272,9 @@ def entry() -> NoReturn:
     import logging
 
     logging.shutdown()
+    import contextlib
+
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed stdout (exit 141)
             stream.flush()
-        except (OSError, ValueError):
-            pass  # a closed stdout (exit 141) has nothing more to say
     os._exit(code)
