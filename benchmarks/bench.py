@@ -391,7 +391,17 @@ class RunResult:
 GNU_TIME = shutil.which("time", path="/usr/bin:/bin")
 
 
-def run_tools(commands: list[str]) -> tuple[float, float, int, str]:
+@dataclass
+class ToolRun:
+    wall: float
+    rss_mb: float
+    code: int
+    out: str
+    user: float = 0.0  # CPU seconds of the tool and every process it waited for
+    sys: float = 0.0
+
+
+def run_tools(commands: list[str]) -> ToolRun:
     """Run several commands at once (one shard each); wall time until the last one ends."""
     if len(commands) == 1:
         return run_tool(commands[0])
@@ -399,12 +409,19 @@ def run_tools(commands: list[str]) -> tuple[float, float, int, str]:
         start = time.perf_counter()
         parts = list(pool.map(run_tool, commands))
         wall = time.perf_counter() - start
-    code = next((p[2] for p in parts if p[2] != 0), 0)
-    return wall, max(p[1] for p in parts), code, "\n".join(p[3] for p in parts)
+    return ToolRun(
+        wall=wall,
+        rss_mb=max(p.rss_mb for p in parts),
+        code=next((p.code for p in parts if p.code != 0), 0),
+        out="\n".join(p.out for p in parts),
+        user=sum(p.user for p in parts),
+        sys=sum(p.sys for p in parts),
+    )
 
 
-def run_tool(command: str) -> tuple[float, float, int, str]:
-    """Run a command; return wall time, the process's peak RSS (MiB), exit code, output tail.
+def run_tool(command: str) -> ToolRun:
+    """Run a command; return wall time, the process's peak RSS (MiB), exit code, output tail
+    and CPU time (user and system, the tool's processes together, from ``wait4``).
 
     The peak RSS comes from GNU time (Debian package ``time``) when installed: the kernel's
     ``ru_maxrss`` of a child includes its parent's size at fork time, and GNU time is a small
@@ -432,7 +449,44 @@ def run_tool(command: str) -> tuple[float, float, int, str]:
             lines = f.read().split()
         os.unlink(rss_file)
         rss_kib = int(lines[-1]) if lines and lines[-1].isdigit() else rss_kib
-    return wall, rss_kib / 1024, code, out.decode(errors="replace")[-2000:]
+    return ToolRun(
+        wall,
+        rss_kib / 1024,
+        code,
+        out.decode(errors="replace")[-2000:],
+        user=usage.ru_utime,
+        sys=usage.ru_stime,
+    )
+
+
+def daemon_pids(mountpoint: Path) -> list[int]:
+    """The processes serving a FUSE mount: those whose command line names the mount point."""
+    wanted = os.fsencode(str(mountpoint))
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if wanted in args and not args[0].endswith(b"sh"):
+            pids.append(int(entry))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (threads included)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Mounter:
@@ -522,12 +576,16 @@ def one_run(
             commands = [
                 f"{c} --shard-count {shards} --shard-index {i}" for i, c in enumerate(commands)
             ]
-        wall, rss, code, out = run_tools(commands)
+        daemons = [pid for m in mounted for pid in daemon_pids(m)]
+        daemon_before = cpu_seconds(daemons)
+        run = run_tools(commands)
+        daemon_cpu = cpu_seconds(daemons) - daemon_before
     finally:
         for mountpoint in mounted:
             mounter.umount(backing, mountpoint)
     after = count_tree(backing / "tree", time.time() - AGE_DAYS * DAY)
     expected = TreeCounts(0, counts.new_files, counts.dirs, counts.symlinks)
+    wall, rss, code, out = run.wall, run.rss_mb, run.code, run.out
     problem = ""
     if code != 0:
         problem = f"exit code {code}: {out.strip()[-300:]}"
@@ -556,6 +614,10 @@ def one_run(
             },
             "files": counts.old_files + counts.new_files,
             "generate_seconds": round(generate_seconds, 3),
+            # Where the CPU went: the tool (user, kernel on its behalf) and the FUSE daemon.
+            "cpu_user_s": round(run.user, 3),
+            "cpu_sys_s": round(run.sys, 3),
+            **({"fs_daemon_cpu_s": round(daemon_cpu, 3)} if daemons else {}),
         },
     )
 
@@ -601,6 +663,7 @@ def summarize(results: list[RunResult], tools: list[str]) -> list[dict]:
                     ),
                     "ratio_to_find": _paired(runs, find_by_round, invert=False),
                     "throughput_vs_find_xargs": _paired(runs, xargs_by_round, invert=True),
+                    **_cpu_medians(runs),
                     "median_generate_s": round(
                         statistics.median(r.extra.get("generate_seconds", 0) for r in runs), 2
                     ),
@@ -610,12 +673,32 @@ def summarize(results: list[RunResult], tools: list[str]) -> list[dict]:
     return rows
 
 
+def _cpu_medians(runs: list[RunResult]) -> dict:
+    """Median CPU seconds per run: the tool's user and system time, and the FUSE daemon's."""
+    out = {}
+    for key in ("cpu_user_s", "cpu_sys_s", "fs_daemon_cpu_s"):
+        values = [r.extra[key] for r in runs if key in r.extra]
+        out[f"median_{key}"] = round(statistics.median(values), 3) if values else None
+    return out
+
+
+def _cpu_cell(r: dict) -> str:
+    """'user + sys' of the tool, '+ daemon' when a FUSE daemon served the run."""
+    user, system = r.get("median_cpu_user_s"), r.get("median_cpu_sys_s")
+    if user is None or system is None:
+        return ""
+    cell = f"{user:.2f} + {system:.2f}"
+    daemon = r.get("median_fs_daemon_cpu_s")
+    return cell if daemon is None else f"{cell} + {daemon:.2f}"
+
+
 def format_table(rows: list[dict]) -> str:
     """The summary as a markdown table."""
     lines = [
         "| scenario | tool | runs | median wall (s) | files deleted/s | peak RSS (MB) "
-        "| x find (paired median) | throughput x find-xargs (paired median) | verified |",
-        "|" + "---|" * 9,
+        "| x find (paired median) | throughput x find-xargs (paired median) "
+        "| CPU s: user + sys (+ FUSE daemon) | verified |",
+        "|" + "---|" * 10,
     ]
     for r in rows:
         ratio = "" if r["ratio_to_find"] is None else f"{r['ratio_to_find']:.2f}"
@@ -626,7 +709,7 @@ def format_table(rows: list[dict]) -> str:
             rss += f" ({r['median_reported_peak_mb']} all processes)"
         lines.append(
             f"| {r['scenario']} | {r['tool']} | {r['runs']} | {r['median_wall_s']:.3f} | "
-            f"{r['files_deleted_per_s']:,} | {rss} | {ratio} | {speed} | "
+            f"{r['files_deleted_per_s']:,} | {rss} | {ratio} | {speed} | {_cpu_cell(r)} | "
             f"{'yes' if r['all_verified'] else 'NO'} |"
         )
     return "\n".join(lines)
