@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from efspurge import fsops, tree
-from efspurge.emptydirs import Decision
+from efspurge.completion import Completion
 from efspurge.events import EventLog
 from efspurge.plan import WalkPlan
 from efspurge.ratelimit import RateGate
@@ -50,7 +50,7 @@ class Walker:
         self.pool = pool
         # Batches in flight: one per thread of the pool, and one per worker process.
         self.slots = asyncio.Semaphore(plan.concurrency + (pool.capacity if pool else 0))
-        self.reopening: set[DirNode] = set()
+        self.completion = Completion(self.state)
 
     # --- control ----------------------------------------------------------------------------
 
@@ -128,7 +128,7 @@ class Walker:
                     group.create_task(self._run_unit(unit))
             self._check_complete()
         finally:
-            self._close_everything()
+            self.completion.close_everything()
 
     def _check_complete(self) -> None:
         """A walk that ends with work left and no stop asked for is a bug: say so, loudly
@@ -160,7 +160,9 @@ class Walker:
         """The next batch to run, or None if nothing can start now."""
         if self.state.stopping:
             return None
-        unit = self.state.remover.next_unit(self._removal_done, self._reopen_unit, self._make_room)
+        unit = self.state.remover.next_unit(
+            self.completion.removal_done, self.completion.reopen_unit, self.completion.make_room
+        )
         if unit is not None:
             return unit
         if self.state.files and self._files_may_start():
@@ -177,7 +179,7 @@ class Walker:
         top = self.state.stack[-1]
         if top.fd is None and top.parent is not None and top.parent.fd is None:
             # Its parent's descriptor was closed to stay in budget: reopen it first.
-            return self._reopen_unit(top.parent)
+            return self.completion.reopen_unit(top.parent)
         idle = self.state.in_flight == 0 and not self.state.files and not self.state.remover.busy
         if not self.state.discovery.is_set() and not idle:
             return None  # the memory guard pauses discovery; alone, one step at a time
@@ -223,7 +225,7 @@ class Walker:
                 break
             need = 1 if node.fd is not None else 2  # the listing (and the directory)
             self.state.fds.pin(holder)  # first: making room must not close the holder itself
-            if not self._make_room(need):
+            if not self.completion.make_room(need):
                 self.state.fds.unpin(holder)
                 break
             self.state.stack.pop()
@@ -232,15 +234,6 @@ class Walker:
             steps.append(node)
             reserved.append(need)
         return steps, reserved
-
-    def _make_room(self, needed: int) -> bool:
-        """Close idle descriptors until ``needed`` more fit the budget."""
-        while not self.state.fds.room(needed):
-            victim = self.state.fds.evictable()
-            if victim is None:
-                return False
-            fsops.close(self.state.fds.closed(victim))
-        return True
 
     def _step_unit(self, nodes: list[DirNode], reserved: list[int], limit: int):
         plan = self.state.plan
@@ -318,7 +311,7 @@ class Walker:
             self.state.queued_entries += 1
         else:
             node.found_empty = node.seen == 0
-            self._release(node)
+            self.completion.release(node)
         return used
 
     def _count_listing(self, node: DirNode, result: fsops.ListResults) -> None:
@@ -354,9 +347,9 @@ class Walker:
             self.state.events.entry_error(c, node, None, "open directory", result.refusal)
         # Finished at once, and never offered to the remover: a directory that is gone is not
         # ours to remove (or count), and one we could not enter keeps its parent.
-        parent = self._drop(node)
+        parent = self.completion.drop(node)
         if tree.release(parent, kept=kind != "gone"):
-            self._finished(parent, parent.kept)
+            self.completion.finished(parent, parent.kept)
 
     # --- files ------------------------------------------------------------------------------
 
@@ -379,7 +372,7 @@ class Walker:
         node, names = self.state.files[0]
         if node.fd is None:
             # Closed to stay in budget meanwhile: reopen it, then come back to these files.
-            return self._reopen_unit(node)
+            return self.completion.reopen_unit(node)
         worker = self.pool.idle() if self.pool is not None else None
         if worker is not None:
             return self._worker_unit(worker)
@@ -446,7 +439,7 @@ class Walker:
             self.state.fds.unpin(node)
             used += result.slots_used
             self._apply_files(node, result)
-            self._release(node)
+            self.completion.release(node)
         self.state.deletes.settle(granted, used)
 
     def _put_back(self, batch: list[tuple[DirNode, list[str]]], granted: int | None) -> None:
@@ -485,114 +478,10 @@ class Walker:
         if not self.state.deletes.free():
             self.request_stop(StopReason.MAX_DELETE)
             for node, _ in self.state.refused:
-                self._release(node, kept=True)
+                self.completion.release(node, kept=True)
             self.state.refused.clear()
             return None
         node, names = self.state.refused.pop()  # its hold on the node passes to the file batch
         self.state.files.appendleft((node, names))
         self.state.queued_entries += len(names)
         return self._file_unit()
-
-    # --- descriptors ------------------------------------------------------------------------
-
-    def _reopen_unit(self, node: DirNode) -> Callable[[], Any] | None:
-        """Reopen a directory whose descriptor was closed, down from its nearest open
-        ancestor, every step checked against the identity recorded when it was first opened."""
-        if node in self.reopening:
-            return None  # already under way
-        chain = node.chain()
-        anchor_index = next(i for i, n in enumerate(chain) if n.fd is not None)
-        anchor = chain[anchor_index]
-        path = [(n.name, n.st) for n in reversed(chain[:anchor_index])]
-        self.state.fds.pin(anchor)  # first: making room must not close the anchor itself
-        if not self._make_room(1):
-            self.state.fds.unpin(anchor)
-            return None
-        self.state.fds.open += 1
-        self.reopening.add(node)
-
-        async def unit() -> None:
-            if not await self.state.throttle(2 * len(path)):
-                self.reopening.discard(node)
-                self.state.fds.unpin(anchor)
-                self.state.fds.open -= 1
-                return
-            self.state.charge(2 * len(path), 2 * len(path))
-            try:
-                fd = await fsops.areopen(anchor.fd, path, self.state.plan.list_rules.noatime)
-            except (OSError, fsops.DirectoryChanged) as exc:
-                fd = None
-                self.state.counts.dirs_skipped_changed += 1
-                self.state.events.changed(node, exc)
-            finally:
-                self.reopening.discard(node)
-                self.state.fds.unpin(anchor)
-                self.state.fds.open -= 1
-            if fd is None:
-                self._abandon(node)
-            elif node.fd is None:
-                self.state.fds.opened(node, fd, None)
-            else:
-                fsops.close(fd)
-
-        return unit
-
-    def _abandon(self, node: DirNode) -> None:
-        """A directory that cannot be reopened (moved or replaced): nothing more is done in
-        it; it is kept, and so are its ancestors."""
-        node.kept = True
-        for item in [item for item in self.state.files if item[0] is node]:
-            self.state.files.remove(item)
-            self.state.queued_entries -= len(item[1])
-            self._release(node)
-        for child in [n for n in self.state.stack if n.parent is node and n.fd is None]:
-            self.state.stack.remove(child)
-            self.state.queued_entries -= 1
-            child.pending = 0
-            self._finished(child, kept=True)
-        for child in self.state.remover.waiting_on(node):
-            self._removal_done(child, keeps_parent=True)
-
-    # --- post-order completion --------------------------------------------------------------
-
-    def _release(self, node: DirNode, kept: bool = False) -> None:
-        if tree.release(node, kept):
-            self._finished(node, node.kept)
-
-    def _finished(self, node: DirNode, kept: bool) -> None:
-        """Everything below ``node`` is decided: remove it if it is empty and allowed, and tell
-        its parent. Iterative: a chain 100,000 levels deep finishes without recursion."""
-        while node.parent is not None:
-            decision = self.state.remover.decide(node, kept or node.kept, self.state.stopping)
-            if decision is Decision.REMOVE:
-                self.state.remover.offer(node)
-                return
-            parent = self._drop(node)
-            if not tree.release(parent, kept=decision is Decision.KEEP):
-                return
-            node, kept = parent, parent.kept
-
-    def _removal_done(self, node: DirNode, keeps_parent: bool) -> None:
-        parent = self._drop(node)
-        if tree.release(parent, keeps_parent):
-            self._finished(parent, parent.kept)
-
-    def _drop(self, node: DirNode) -> DirNode:
-        """A finished directory leaves the walk: close its descriptor."""
-        if node.listing is not None:
-            fsops.close_listing(node.listing)
-            self.state.fds.listing_closed(node)
-        fd = self.state.fds.closed(node)
-        if fd is not None:
-            fsops.close(fd)
-        assert node.parent is not None
-        return node.parent
-
-    def _close_everything(self) -> None:
-        """After the walk (finished or stopped): close what unfinished directories hold."""
-        for node in self.state.stack:
-            if node.listing is not None:
-                fsops.close_listing(node.listing)
-                self.state.fds.listing_closed(node)
-        while (node := self.state.fds.evictable()) is not None:
-            fsops.close(self.state.fds.closed(node))
