@@ -29,12 +29,13 @@ from typing import Any
 from efspurge import fsops, tree
 from efspurge.completion import Completion
 from efspurge.events import EventLog
+from efspurge.filebatches import FileBatches
 from efspurge.plan import WalkPlan
 from efspurge.ratelimit import RateGate
 from efspurge.stats import Counters, StopReason
 from efspurge.tree import DirNode
 from efspurge.walkstate import WalkState
-from efspurge.workers import MAX_FDS_PER_BATCH, FileJob, WorkerPool
+from efspurge.workers import WorkerPool
 
 
 class Walker:
@@ -47,10 +48,10 @@ class Walker:
         pool: WorkerPool | None = None,
     ):
         self.state = WalkState(plan, root, counts, events)
-        self.pool = pool
         # Batches in flight: one per thread of the pool, and one per worker process.
         self.slots = asyncio.Semaphore(plan.concurrency + (pool.capacity if pool else 0))
         self.completion = Completion(self.state)
+        self.file_batches = FileBatches(self.state, self.completion, pool)
 
     # --- control ----------------------------------------------------------------------------
 
@@ -165,10 +166,10 @@ class Walker:
         )
         if unit is not None:
             return unit
-        if self.state.files and self._files_may_start():
-            return self._file_unit()
+        if self.state.files and self.file_batches.files_may_start():
+            return self.file_batches.file_unit()
         if self.state.refused and self.state.deletes.reserved == 0:
-            return self._retry_refused()
+            return self.file_batches.retry_refused()
         if self.state.stack:
             return self._listing_unit()
         return None
@@ -302,9 +303,9 @@ class Walker:
         used = 0
         if result.file_results is not None:
             used = result.file_results.slots_used
-            self._apply_files(node, result.file_results)
+            self.file_batches.apply_files(node, result.file_results)
         elif result.files:
-            self._queue_files(node, result.files)
+            self.file_batches.queue_files(node, result.files)
         if node.listing is not None:
             # The continuation goes below the children: they are walked first.
             self.state.stack.insert(len(self.state.stack) - len(result.subdirs), node)
@@ -350,138 +351,3 @@ class Walker:
         parent = self.completion.drop(node)
         if tree.release(parent, kept=kind != "gone"):
             self.completion.finished(parent, parent.kept)
-
-    # --- files ------------------------------------------------------------------------------
-
-    def _queue_files(self, node: DirNode, names: list[str]) -> None:
-        size = self.state.plan.chunk_size
-        chunks = [names[i : i + size] for i in range(0, len(names), size)]
-        tree.add_work(node, len(chunks))
-        self.state.files.extend((node, chunk) for chunk in chunks)
-        self.state.queued_entries += len(names)
-
-    def _files_may_start(self) -> bool:
-        """With worker processes, files go to an idle worker; the loop's own thread takes a
-        file batch only when the workers are well behind (it has the listing to do, and it
-        shares this process's GIL with the loop)."""
-        if self.pool is None or self.pool.idle() is not None:
-            return True
-        return self.state.queued_entries > 2 * self.state.plan.chunk_size * len(self.pool.workers)
-
-    def _file_unit(self) -> Callable[[], Any] | None:
-        node, names = self.state.files[0]
-        if node.fd is None:
-            # Closed to stay in budget meanwhile: reopen it, then come back to these files.
-            return self.completion.reopen_unit(node)
-        worker = self.pool.idle() if self.pool is not None else None
-        if worker is not None:
-            return self._worker_unit(worker)
-        self.state.files.popleft()
-        self.state.queued_entries -= len(names)
-        granted = self.state.deletes.reserve(len(names))
-        self.state.fds.pin(node)
-        plan = self.state.plan
-
-        async def unit() -> None:
-            if not await self.state.throttle(len(names)):
-                self._put_back([(node, names)], granted)
-                return
-            result = await fsops.apurge_files(node.fd, names, plan.file_rules, granted, node.rel)
-            self._files_done([(node, names)], [result], granted)
-
-        return unit
-
-    def _worker_unit(self, worker) -> Callable[[], Any]:
-        """Batches of several directories' files for a worker process, with their descriptors."""
-        batch: list[tuple[DirNode, list[str]]] = []
-        total = 0
-        while (
-            self.state.files
-            and len(batch) < MAX_FDS_PER_BATCH
-            and total < self.state.plan.chunk_size
-        ):
-            node, names = self.state.files[0]
-            if node.fd is None:
-                break
-            self.state.files.popleft()
-            self.state.queued_entries -= len(names)
-            self.state.fds.pin(node)
-            batch.append((node, names))
-            total += len(names)
-        granted = self.state.deletes.reserve(total)
-        worker.in_flight += 1
-
-        async def unit() -> None:
-            if not await self.state.throttle(total):
-                worker.in_flight -= 1
-                self._put_back(batch, granted)
-                return
-            fds = [node.fd for node, _ in batch]
-            jobs = [FileJob(names, node.rel) for node, names in batch]
-            try:
-                results = await worker.run(fds, jobs, granted)
-            finally:
-                worker.in_flight -= 1
-            self._files_done(batch, results, granted)
-
-        return unit
-
-    def _files_done(
-        self,
-        batch: list[tuple[DirNode, list[str]]],
-        results: list[fsops.FileResults],
-        granted: int | None,
-    ) -> None:
-        """File batches done, in a thread or a worker: count, settle the caps, release."""
-        self.state.charge(sum(len(names) for _, names in batch), sum(r.ops for r in results))
-        used = 0
-        for (node, _), result in zip(batch, results, strict=True):
-            self.state.fds.unpin(node)
-            used += result.slots_used
-            self._apply_files(node, result)
-            self.completion.release(node)
-        self.state.deletes.settle(granted, used)
-
-    def _put_back(self, batch: list[tuple[DirNode, list[str]]], granted: int | None) -> None:
-        """File batches that did not start (the run is stopping): as they were."""
-        for node, names in reversed(batch):
-            self.state.fds.unpin(node)
-            self.state.files.appendleft((node, names))
-            self.state.queued_entries += len(names)
-        self.state.deletes.settle(granted, 0)
-
-    def _apply_files(self, node: DirNode, r: fsops.FileResults) -> None:
-        c = self.state.counts
-        c.files_scanned += r.scanned
-        c.files_to_purge += r.selected
-        c.bytes_to_purge += r.selected_bytes
-        c.files_purged += r.purged
-        c.bytes_freed += r.freed_bytes
-        c.entries_vanished += r.vanished
-        c.breakdown.add(node.top, r.selected, r.selected_bytes, r.by_age)
-        if r.kept:
-            node.kept = True
-        for name, op, exc in r.errors:
-            self.state.events.entry_error(c, node, name, op, exc)
-        if r.lines:
-            self.state.events.manifest_lines(r.lines)
-        for name, what, st in r.debug:
-            self.state.events.file_decision(node, name, what, st)
-        if r.refused:
-            tree.add_work(node)
-            self.state.refused.append((node, r.refused))
-
-    def _retry_refused(self) -> Callable[[], Any] | None:
-        """Expired files refused for want of a --max-delete slot, now that no batch holds any:
-        if slots are left (a batch gave some back), they get them; if none, the cap is reached
-        exactly and the run stops."""
-        if not self.state.deletes.free():
-            self.request_stop(StopReason.MAX_DELETE)
-            for node, _ in self.state.refused:
-                self.completion.release(node, kept=True)
-            self.state.refused.clear()
-            return None
-        node, names = self.state.refused.pop()  # its hold on the node passes to the file batch
-        self.state.files.appendleft((node, names))
-        self.state.queued_entries += len(names)
-        return self._file_unit()
