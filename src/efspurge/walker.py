@@ -1,10 +1,11 @@
 """The walk, scheduled on the event loop: which batch of system calls runs next.
 
-The loop owns every piece of walk state (the stack of directories to list, the queued file
-batches, the tree of :mod:`efspurge.tree`, the counts and the caps); it is changed only here, on
-the loop thread, so nothing needs a lock. What runs in a thread is a batch of fd-relative calls
-from :mod:`efspurge.fsops` (wrapped by ``aiofiles.os.wrap``, run by the loop's default executor)
-that returns its results as data; :class:`Walker` applies them.
+:class:`Walker` runs the dispatch loop over the parts of the walk, which share one
+:class:`efspurge.walkstate.WalkState` (changed only on the loop thread, so nothing needs a lock):
+the remover of empty directories (:mod:`efspurge.emptydirs`), the file batches
+(:mod:`efspurge.filebatches`), the listing steps (:mod:`efspurge.listing`), and the post-order
+completion and descriptor housekeeping they all use (:mod:`efspurge.completion`). It is also
+the run's handle on the walk (:mod:`efspurge.run`): stop, pause discovery, statistics.
 
 Concurrency: an ``asyncio.Semaphore`` bounds the batches in flight: one per thread of the
 loop's default executor (see :mod:`efspurge.run`) and two per worker process (the one it runs
@@ -13,31 +14,33 @@ free thread and a worker never waits for its next batch. Each
 dispatched batch is an asyncio task of one ``TaskGroup``, so nothing outlives the walk; a
 batch that fails with an exception (a bug) stops the run as an internal error (exit 3).
 
-Order: a LIFO stack, children on top of their parent's continuation, so the walk is depth-first
-and the frontier (what is in memory) stays small. Priorities, highest first: removing finished
-empty directories and deleting listed files (both free memory), then listing. Discovery
-(listing) waits while the memory guard says so or while the listed-but-unprocessed entries are
-over budget; deletion never waits for it.
+Priorities, highest first: removing finished empty directories and deleting listed files (both
+free memory), then files that waited for a --max-delete slot, then listing. Discovery (listing)
+waits while the memory guard says so or while the listed-but-unprocessed entries are over
+budget; deletion never waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from efspurge import fsops, tree
-from efspurge.emptydirs import Decision, EmptyDirRemover
+from efspurge.completion import Completion
 from efspurge.events import EventLog
+from efspurge.filebatches import FileBatches
+from efspurge.listing import Listing
 from efspurge.plan import WalkPlan
 from efspurge.ratelimit import RateGate
 from efspurge.stats import Counters, StopReason
-from efspurge.tree import Counter, Descriptors, DirNode
-from efspurge.workers import MAX_FDS_PER_BATCH, FileJob, WorkerPool
+from efspurge.tree import DirNode
+from efspurge.walkstate import WalkState
+from efspurge.workers import WorkerPool
 
 
 class Walker:
+    """The walk: the dispatch loop over its parts, and the run's controls (stop, pause)."""
+
     def __init__(
         self,
         plan: WalkPlan,
@@ -46,80 +49,61 @@ class Walker:
         events: EventLog,
         pool: WorkerPool | None = None,
     ):
-        self.plan = plan
-        self.pool = pool
-        self.root = root
-        self.counts = counts
-        self.events = events
-        self.fds = Descriptors(plan.fd_budget)
-        self.fds.open = 1  # the root's descriptor, opened by the caller, never closed here
-        self.deletes = Counter(plan.max_delete)
-        self.stack: list[DirNode] = [root]  # directories waiting for a listing step
-        self.files: deque[tuple[DirNode, list[str]]] = deque()  # file batches waiting
-        self.refused: list[tuple[DirNode, list[str]]] = []  # waiting for a --max-delete slot
-        self.queued_entries = 1  # names and directories listed but not yet handled: the root
-        self.remover = EmptyDirRemover(plan, counts, events, self.fds)
-        events.stop = self.request_stop
-        # Batches in flight: one per thread of the pool, and one per worker process.
+        self.state = WalkState(plan, root, counts, events)
+        # Batches in flight: one per thread of the pool, and PIPELINE_DEPTH per worker process.
         self.slots = asyncio.Semaphore(plan.concurrency + (pool.capacity if pool else 0))
-        self.in_flight = 0
-        self.reopening: set[DirNode] = set()
-        self.wake = asyncio.Event()
-        self.discovery = asyncio.Event()  # cleared by the memory guard
-        self.discovery.set()
-        self.stop_reason: StopReason | None = None
-        self.rate = RateGate(plan.ops_per_second)
-        self.remover.throttle, self.remover.charge = self._throttle, self._charge
-        self.on_stop: Callable[[StopReason], None] | None = None
+        self.completion = Completion(self.state)
+        self.file_batches = FileBatches(self.state, self.completion, pool)
+        self.listing = Listing(self.state, self.completion, self.file_batches)
 
     # --- control ----------------------------------------------------------------------------
 
     @property
+    def stop_reason(self) -> StopReason | None:
+        """Why the run stopped (the first reason asked for), or None."""
+        return self.state.stop_reason
+
+    @property
     def stopping(self) -> bool:
-        return self.stop_reason is not None
+        return self.state.stopping
+
+    @property
+    def rate(self) -> RateGate:
+        """The --max-ops-per-second gate, whose statistics go into the records."""
+        return self.state.rate
+
+    @property
+    def on_stop(self) -> Callable[[StopReason], None] | None:
+        """Called once, with the first reason, when a stop is asked for."""
+        return self.state.on_stop
+
+    @on_stop.setter
+    def on_stop(self, callback: Callable[[StopReason], None] | None) -> None:
+        self.state.on_stop = callback
 
     def request_stop(self, reason: StopReason) -> None:
         """Stop handing out work; in-flight batches end early. The first reason is reported."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            self.plan.stop.set()
-            if self.on_stop is not None:
-                self.on_stop(reason)
-        self.wake.set()
+        self.state.request_stop(reason)
 
     def set_paused(self, paused: bool) -> None:
         """The memory guard's switch: pause or resume discovery."""
         if paused:
-            self.discovery.clear()
+            self.state.discovery.clear()
         else:
-            self.discovery.set()
-            self.wake.set()
+            self.state.discovery.set()
+            self.state.wake.set()
 
     def statistics(self) -> dict[str, Any]:
         """How full every limit is, for the progress record."""
         return {
-            "in_flight": self.in_flight,
-            "concurrency": self.plan.concurrency,
-            "dirs_waiting": len(self.stack),
-            "file_batches_waiting": len(self.files),
-            "queued_entries": self.queued_entries,
-            "discovery_paused": not self.discovery.is_set(),
-            **self.fds.statistics(),
+            "in_flight": self.state.in_flight,
+            "concurrency": self.state.plan.concurrency,
+            "dirs_waiting": len(self.state.stack),
+            "file_batches_waiting": len(self.state.files),
+            "queued_entries": self.state.queued_entries,
+            "discovery_paused": not self.state.discovery.is_set(),
+            **self.state.fds.statistics(),
         }
-
-    @staticmethod
-    def _reads(node: DirNode, result: fsops.ListResults) -> int:
-        """Listing requests a step made: one per ENTRIES_PER_READ entries of the directory,
-        the first included (a read that is buffered from an earlier one costs nothing)."""
-        per = fsops.ENTRIES_PER_READ
-        before = node.seen  # not yet updated with this step's entries
-        return result.started + (before + result.entries) // per - before // per
-
-    def _charge(self, estimate: int, actual: int) -> None:
-        self.rate.charge(estimate, actual)
-
-    async def _throttle(self, ops: int) -> bool:
-        return await self.rate.throttle(ops, lambda: self.stopping)
 
     # --- the dispatch loop ------------------------------------------------------------------
 
@@ -131,469 +115,50 @@ class Walker:
                     unit = self._next_unit()
                     if unit is None:
                         self.slots.release()
-                        if self.in_flight == 0:
+                        if self.state.in_flight == 0:
                             break  # nothing runs and nothing can start: the walk is over
-                        self.wake.clear()
-                        await self.wake.wait()
+                        self.state.wake.clear()
+                        await self.state.wake.wait()
                         continue
-                    self.in_flight += 1
+                    self.state.in_flight += 1
                     group.create_task(self._run_unit(unit))
             self._check_complete()
         finally:
-            self._close_everything()
+            self.completion.close_everything()
 
     def _check_complete(self) -> None:
         """A walk that ends with work left and no stop asked for is a bug: say so, loudly
         (exit 3), rather than report a complete run."""
-        left = len(self.stack) + len(self.files) + len(self.refused) + len(self.remover.ready)
-        if left and not self.stopping:
-            self.events.internal_error(RuntimeError(f"the walk stalled with {left} items left"))
+        state = self.state
+        left = len(state.stack) + len(state.files) + len(state.refused) + len(state.remover.ready)
+        if left and not state.stopping:
+            state.events.internal_error(RuntimeError(f"the walk stalled with {left} items left"))
             self.request_stop(StopReason.INTERNAL)
 
     async def _run_unit(self, unit: Callable[[], Any]) -> None:
         try:
             await unit()
         except Exception as exc:  # a bug: stop the run, never half-continue
-            self.events.internal_error(exc)
+            self.state.events.internal_error(exc)
             self.request_stop(StopReason.INTERNAL)
         finally:
-            self.in_flight -= 1
+            self.state.in_flight -= 1
             self.slots.release()
-            self.wake.set()
+            self.state.wake.set()
 
     def _next_unit(self) -> Callable[[], Any] | None:
         """The next batch to run, or None if nothing can start now."""
-        if self.stopping:
+        if self.state.stopping:
             return None
-        unit = self.remover.next_unit(self._removal_done, self._reopen_unit, self._make_room)
+        unit = self.state.remover.next_unit(
+            self.completion.removal_done, self.completion.reopen_unit, self.completion.make_room
+        )
         if unit is not None:
             return unit
-        if self.files and self._files_may_start():
-            return self._file_unit()
-        if self.refused and self.deletes.reserved == 0:
-            return self._retry_refused()
-        if self.stack:
-            return self._listing_unit()
+        if self.state.files and self.file_batches.files_may_start():
+            return self.file_batches.file_unit()
+        if self.state.refused and self.state.deletes.reserved == 0:
+            return self.file_batches.retry_refused()
+        if self.state.stack:
+            return self.listing.listing_unit()
         return None
-
-    # --- listing ----------------------------------------------------------------------------
-
-    def _listing_unit(self) -> Callable[[], Any] | None:
-        top = self.stack[-1]
-        if top.fd is None and top.parent is not None and top.parent.fd is None:
-            # Its parent's descriptor was closed to stay in budget: reopen it first.
-            return self._reopen_unit(top.parent)
-        idle = self.in_flight == 0 and not self.files and not self.remover.busy
-        if not self.discovery.is_set() and not idle:
-            return None  # the memory guard pauses discovery; alone, one step at a time
-        if top.listing is not None:  # a big directory's next batch: pure discovery
-            if self.queued_entries >= self.plan.entry_budget and not idle:
-                return None
-            self.stack.pop()
-            self.queued_entries -= 1
-            self.fds.pin(top)
-            return self._step_unit([top], [0], self.plan.batch_size)
-        # New directories drain the stack (depth first), so they go on over the entry budget.
-        steps, reserved = self._take_new_dirs()
-        if steps:
-            return self._step_unit(steps, reserved, self.plan.first_visit)
-        if idle:
-            # No descriptor can be freed for a new directory: the budget is held by big
-            # directories still being listed. Go on with the nearest of those (it needs no new
-            # descriptor), so that its listing ends and gives its descriptors back.
-            return self._continue_deeper()
-        return None
-
-    def _continue_deeper(self) -> Callable[[], Any] | None:
-        for index in range(len(self.stack) - 1, -1, -1):
-            node = self.stack[index]
-            if node.listing is not None:
-                del self.stack[index]
-                self.queued_entries -= 1
-                self.fds.pin(node)
-                return self._step_unit([node], [0], self.plan.batch_size)
-        return None
-
-    def _take_new_dirs(self) -> tuple[list[DirNode], list[int]]:
-        """Unlisted directories from the top of the stack, whose parents are open, within the
-        descriptor budget. Each is pinned: its parent (to open it) or itself (the root)."""
-        steps: list[DirNode] = []
-        reserved: list[int] = []
-        while self.stack and len(steps) < self.plan.dirs_per_call:
-            node = self.stack[-1]
-            if node.listing is not None:
-                break
-            holder = node if node.fd is not None else node.parent
-            if holder is None or holder.fd is None:
-                break
-            need = 1 if node.fd is not None else 2  # the listing (and the directory)
-            self.fds.pin(holder)  # first: making room must not close the holder itself
-            if not self._make_room(need):
-                self.fds.unpin(holder)
-                break
-            self.stack.pop()
-            self.queued_entries -= 1
-            self.fds.open += need
-            steps.append(node)
-            reserved.append(need)
-        return steps, reserved
-
-    def _make_room(self, needed: int) -> bool:
-        """Close idle descriptors until ``needed`` more fit the budget."""
-        while not self.fds.room(needed):
-            victim = self.fds.evictable()
-            if victim is None:
-                return False
-            fsops.close(self.fds.closed(victim))
-        return True
-
-    def _step_unit(self, nodes: list[DirNode], reserved: list[int], limit: int):
-        plan = self.plan
-        granted = self.deletes.reserve(plan.batch_size) if plan.inline_files else None
-        args = [
-            (
-                n.parent.fd if n.fd is None and n.parent else None,
-                n.name,
-                n.fd,
-                n.listing,
-                n.rel,
-                n.key,
-            )
-            for n in nodes
-        ]
-
-        # The lstat and open of a new directory, and a first listing read.
-        estimate = sum(2 * (node.fd is None) + (node.listing is None) for node in nodes)
-
-        async def unit() -> None:
-            if not await self._throttle(estimate):
-                for node, need in zip(nodes, reserved, strict=True):
-                    self._apply_step(node, need, None)
-                self.deletes.settle(granted, 0)
-                return
-            results = await fsops.alist_steps(
-                args, plan.list_rules, limit, plan.batch_size, plan.inline_rules, granted
-            )
-            done = [(n, r) for n, r in zip(nodes, results, strict=True) if r is not None]
-            self._charge(estimate, sum(r.ops + self._reads(n, r) for n, r in done))
-            used = 0
-            for node, need, result in zip(nodes, reserved, results, strict=True):
-                used += self._apply_step(node, need, result)
-            self.deletes.settle(granted, used)
-
-        return unit
-
-    def _apply_step(self, node: DirNode, reserved: int, result: fsops.ListResults | None) -> int:
-        """Apply one directory's step. Returns the --max-delete slots its files used."""
-        holder = node if node.fd is not None else node.parent
-        assert holder is not None
-        self.fds.unpin(holder)
-        self.fds.open -= reserved  # what was really opened is counted below
-        if result is None:  # the call's entry budget ran out before this directory
-            self.stack.append(node)
-            self.queued_entries += 1
-            return 0
-        if result.refused is not None:
-            self._not_entered(node, result)
-            return 0
-        if node.fd is None:
-            assert result.fd is not None
-            self.fds.opened(node, result.fd, result.st)
-        if result.started and result.listing is not None:
-            node.listing = result.listing
-            self.fds.listing_opened(node)
-        elif node.listing is not None and result.listing is None:
-            self.fds.listing_closed(node)
-        self._count_listing(node, result)
-        for name in result.subdirs:
-            child = tree.add_child(
-                node, name, self.plan.child_key(node.key, name), self.plan.with_rel
-            )
-            self.stack.append(child)
-        self.queued_entries += len(result.subdirs)
-        used = 0
-        if result.file_results is not None:
-            used = result.file_results.slots_used
-            self._apply_files(node, result.file_results)
-        elif result.files:
-            self._queue_files(node, result.files)
-        if node.listing is not None:
-            # The continuation goes below the children: they are walked first.
-            self.stack.insert(len(self.stack) - len(result.subdirs), node)
-            self.queued_entries += 1
-        else:
-            node.found_empty = node.seen == 0
-            self._release(node)
-        return used
-
-    def _count_listing(self, node: DirNode, result: fsops.ListResults) -> None:
-        c = self.counts
-        c.dirs_scanned += result.started
-        c.symlinks_skipped += result.symlinks
-        c.special_files_skipped += result.specials
-        c.files_excluded += result.excluded_files
-        c.dirs_excluded += result.excluded_dirs
-        c.files_other_shards += result.other_shards
-        node.seen += result.entries
-        if result.kept or result.theirs_stay:
-            node.kept = True
-        for name, op, exc in result.errors:
-            self.events.entry_error(c, node, name, op, exc)
-        if result.debug:
-            for name, reason, _ in result.debug:
-                self.events.kept(node, name, reason)
-
-    def _not_entered(self, node: DirNode, result: fsops.ListResults) -> None:
-        """A listed directory that was not opened: finished at once."""
-        kind, c = result.refused, self.counts
-        if kind == "gone":
-            c.entries_vanished += 1  # removed by someone else: no longer keeps its parent
-        elif kind == "mount":
-            c.mount_points_skipped += 1
-            self.events.mount_point(node, result.refusal)
-        elif kind == "changed":
-            c.dirs_skipped_changed += 1
-            self.events.changed(node, result.refusal)
-        else:
-            assert isinstance(result.refusal, OSError)
-            self.events.entry_error(c, node, None, "open directory", result.refusal)
-        # Finished at once, and never offered to the remover: a directory that is gone is not
-        # ours to remove (or count), and one we could not enter keeps its parent.
-        parent = self._drop(node)
-        if tree.release(parent, kept=kind != "gone"):
-            self._finished(parent, parent.kept)
-
-    # --- files ------------------------------------------------------------------------------
-
-    def _queue_files(self, node: DirNode, names: list[str]) -> None:
-        size = self.plan.chunk_size
-        chunks = [names[i : i + size] for i in range(0, len(names), size)]
-        tree.add_work(node, len(chunks))
-        self.files.extend((node, chunk) for chunk in chunks)
-        self.queued_entries += len(names)
-
-    def _files_may_start(self) -> bool:
-        """With worker processes, files go to an idle worker; the loop's own thread takes a
-        file batch only when the workers are well behind (it has the listing to do, and it
-        shares this process's GIL with the loop)."""
-        if self.pool is None or self.pool.idle() is not None:
-            return True
-        return self.queued_entries > 2 * self.plan.chunk_size * len(self.pool.workers)
-
-    def _file_unit(self) -> Callable[[], Any] | None:
-        node, names = self.files[0]
-        if node.fd is None:
-            # Closed to stay in budget meanwhile: reopen it, then come back to these files.
-            return self._reopen_unit(node)
-        worker = self.pool.idle() if self.pool is not None else None
-        if worker is not None:
-            return self._worker_unit(worker)
-        self.files.popleft()
-        self.queued_entries -= len(names)
-        granted = self.deletes.reserve(len(names))
-        self.fds.pin(node)
-        plan = self.plan
-
-        async def unit() -> None:
-            if not await self._throttle(len(names)):
-                self._put_back([(node, names)], granted)
-                return
-            result = await fsops.apurge_files(node.fd, names, plan.file_rules, granted, node.rel)
-            self._files_done([(node, names)], [result], granted)
-
-        return unit
-
-    def _worker_unit(self, worker) -> Callable[[], Any]:
-        """Batches of several directories' files for a worker process, with their descriptors."""
-        batch: list[tuple[DirNode, list[str]]] = []
-        total = 0
-        while self.files and len(batch) < MAX_FDS_PER_BATCH and total < self.plan.chunk_size:
-            node, names = self.files[0]
-            if node.fd is None:
-                break
-            self.files.popleft()
-            self.queued_entries -= len(names)
-            self.fds.pin(node)
-            batch.append((node, names))
-            total += len(names)
-        granted = self.deletes.reserve(total)
-        worker.in_flight += 1
-
-        async def unit() -> None:
-            if not await self._throttle(total):
-                worker.in_flight -= 1
-                self._put_back(batch, granted)
-                return
-            fds = [node.fd for node, _ in batch]
-            jobs = [FileJob(names, node.rel) for node, names in batch]
-            try:
-                results = await worker.run(fds, jobs, granted)
-            finally:
-                worker.in_flight -= 1
-            self._files_done(batch, results, granted)
-
-        return unit
-
-    def _files_done(
-        self,
-        batch: list[tuple[DirNode, list[str]]],
-        results: list[fsops.FileResults],
-        granted: int | None,
-    ) -> None:
-        """File batches done, in a thread or a worker: count, settle the caps, release."""
-        self._charge(sum(len(names) for _, names in batch), sum(r.ops for r in results))
-        used = 0
-        for (node, _), result in zip(batch, results, strict=True):
-            self.fds.unpin(node)
-            used += result.slots_used
-            self._apply_files(node, result)
-            self._release(node)
-        self.deletes.settle(granted, used)
-
-    def _put_back(self, batch: list[tuple[DirNode, list[str]]], granted: int | None) -> None:
-        """File batches that did not start (the run is stopping): as they were."""
-        for node, names in reversed(batch):
-            self.fds.unpin(node)
-            self.files.appendleft((node, names))
-            self.queued_entries += len(names)
-        self.deletes.settle(granted, 0)
-
-    def _apply_files(self, node: DirNode, r: fsops.FileResults) -> None:
-        c = self.counts
-        c.files_scanned += r.scanned
-        c.files_to_purge += r.selected
-        c.bytes_to_purge += r.selected_bytes
-        c.files_purged += r.purged
-        c.bytes_freed += r.freed_bytes
-        c.entries_vanished += r.vanished
-        c.breakdown.add(node.top, r.selected, r.selected_bytes, r.by_age)
-        if r.kept:
-            node.kept = True
-        for name, op, exc in r.errors:
-            self.events.entry_error(c, node, name, op, exc)
-        if r.lines:
-            self.events.manifest_lines(r.lines)
-        for name, what, st in r.debug:
-            self.events.file_decision(node, name, what, st)
-        if r.refused:
-            tree.add_work(node)
-            self.refused.append((node, r.refused))
-
-    def _retry_refused(self) -> Callable[[], Any] | None:
-        """Expired files refused for want of a --max-delete slot, now that no batch holds any:
-        if slots are left (a batch gave some back), they get them; if none, the cap is reached
-        exactly and the run stops."""
-        if not self.deletes.free():
-            self.request_stop(StopReason.MAX_DELETE)
-            for node, _ in self.refused:
-                self._release(node, kept=True)
-            self.refused.clear()
-            return None
-        node, names = self.refused.pop()  # its hold on the node passes to the file batch
-        self.files.appendleft((node, names))
-        self.queued_entries += len(names)
-        return self._file_unit()
-
-    # --- descriptors ------------------------------------------------------------------------
-
-    def _reopen_unit(self, node: DirNode) -> Callable[[], Any] | None:
-        """Reopen a directory whose descriptor was closed, down from its nearest open
-        ancestor, every step checked against the identity recorded when it was first opened."""
-        if node in self.reopening:
-            return None  # already under way
-        chain = node.chain()
-        anchor_index = next(i for i, n in enumerate(chain) if n.fd is not None)
-        anchor = chain[anchor_index]
-        path = [(n.name, n.st) for n in reversed(chain[:anchor_index])]
-        self.fds.pin(anchor)  # first: making room must not close the anchor itself
-        if not self._make_room(1):
-            self.fds.unpin(anchor)
-            return None
-        self.fds.open += 1
-        self.reopening.add(node)
-
-        async def unit() -> None:
-            if not await self._throttle(2 * len(path)):
-                self.reopening.discard(node)
-                self.fds.unpin(anchor)
-                self.fds.open -= 1
-                return
-            self._charge(2 * len(path), 2 * len(path))
-            try:
-                fd = await fsops.areopen(anchor.fd, path, self.plan.list_rules.noatime)
-            except (OSError, fsops.DirectoryChanged) as exc:
-                fd = None
-                self.counts.dirs_skipped_changed += 1
-                self.events.changed(node, exc)
-            finally:
-                self.reopening.discard(node)
-                self.fds.unpin(anchor)
-                self.fds.open -= 1
-            if fd is None:
-                self._abandon(node)
-            elif node.fd is None:
-                self.fds.opened(node, fd, None)
-            else:
-                fsops.close(fd)
-
-        return unit
-
-    def _abandon(self, node: DirNode) -> None:
-        """A directory that cannot be reopened (moved or replaced): nothing more is done in
-        it; it is kept, and so are its ancestors."""
-        node.kept = True
-        for item in [item for item in self.files if item[0] is node]:
-            self.files.remove(item)
-            self.queued_entries -= len(item[1])
-            self._release(node)
-        for child in [n for n in self.stack if n.parent is node and n.fd is None]:
-            self.stack.remove(child)
-            self.queued_entries -= 1
-            child.pending = 0
-            self._finished(child, kept=True)
-        for child in self.remover.waiting_on(node):
-            self._removal_done(child, keeps_parent=True)
-
-    # --- post-order completion --------------------------------------------------------------
-
-    def _release(self, node: DirNode, kept: bool = False) -> None:
-        if tree.release(node, kept):
-            self._finished(node, node.kept)
-
-    def _finished(self, node: DirNode, kept: bool) -> None:
-        """Everything below ``node`` is decided: remove it if it is empty and allowed, and tell
-        its parent. Iterative: a chain 100,000 levels deep finishes without recursion."""
-        while node.parent is not None:
-            decision = self.remover.decide(node, kept or node.kept, self.stopping)
-            if decision is Decision.REMOVE:
-                self.remover.offer(node)
-                return
-            parent = self._drop(node)
-            if not tree.release(parent, kept=decision is Decision.KEEP):
-                return
-            node, kept = parent, parent.kept
-
-    def _removal_done(self, node: DirNode, keeps_parent: bool) -> None:
-        parent = self._drop(node)
-        if tree.release(parent, keeps_parent):
-            self._finished(parent, parent.kept)
-
-    def _drop(self, node: DirNode) -> DirNode:
-        """A finished directory leaves the walk: close its descriptor."""
-        if node.listing is not None:
-            fsops.close_listing(node.listing)
-            self.fds.listing_closed(node)
-        fd = self.fds.closed(node)
-        if fd is not None:
-            fsops.close(fd)
-        assert node.parent is not None
-        return node.parent
-
-    def _close_everything(self) -> None:
-        """After the walk (finished or stopped): close what unfinished directories hold."""
-        for node in self.stack:
-            if node.listing is not None:
-                fsops.close_listing(node.listing)
-                self.fds.listing_closed(node)
-        while (node := self.fds.evictable()) is not None:
-            fsops.close(self.fds.closed(node))

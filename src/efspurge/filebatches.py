@@ -1,0 +1,172 @@
+"""File batches: a directory's listed files, cut into chunks, stat'ed and deleted in a thread
+or in a worker process.
+
+A listing step hands its files here (unless it already deleted them inline). They are cut into
+chunks (the plan's ``chunk_size``: at most ``--task-batch-size`` names, fewer when threads or
+worker processes share a directory's files); each chunk is a hold on its directory until it is
+done, and waits in the shared queue. A chunk runs in one of the loop's threads or, with
+``--processes``, goes to an idle worker process with the directory's descriptor (chunks of
+several directories may share one worker batch). Either way the results come back as data and
+are applied here, on the loop. File batches come before listing in the walker's order and never
+wait for the memory guard: deleting frees memory.
+
+The --max-delete cap is exact: a batch reserves its slots before it starts and settles them
+when it is done. Expired files a batch could not get a slot for are put aside ("refused") and
+retried once no batch holds any slot: then they get the slots given back, or, if none are
+left, the cap is reached exactly and the run stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from efspurge import fsops, tree
+from efspurge.completion import Completion
+from efspurge.stats import StopReason
+from efspurge.tree import DirNode
+from efspurge.walkstate import WalkState
+from efspurge.workers import MAX_FDS_PER_BATCH, FileJob, WorkerPool
+
+
+class FileBatches:
+    """Queues a directory's files in chunks, runs them in a thread or a worker, applies the
+    results and keeps the --max-delete reservations exact."""
+
+    def __init__(self, state: WalkState, completion: Completion, pool: WorkerPool | None) -> None:
+        self.state = state
+        self.completion = completion
+        self.pool = pool
+
+    def queue_files(self, node: DirNode, names: list[str]) -> None:
+        size = self.state.plan.chunk_size
+        chunks = [names[i : i + size] for i in range(0, len(names), size)]
+        tree.add_work(node, len(chunks))
+        self.state.files.extend((node, chunk) for chunk in chunks)
+        self.state.queued_entries += len(names)
+
+    def files_may_start(self) -> bool:
+        """With worker processes, files go to an idle worker; the loop's own thread takes a
+        file batch only when the workers are well behind (it has the listing to do, and it
+        shares this process's GIL with the loop)."""
+        if self.pool is None or self.pool.idle() is not None:
+            return True
+        return self.state.queued_entries > 2 * self.state.plan.chunk_size * len(self.pool.workers)
+
+    def file_unit(self) -> Callable[[], Any] | None:
+        node, names = self.state.files[0]
+        if node.fd is None:
+            # Closed to stay in budget meanwhile: reopen it, then come back to these files.
+            return self.completion.reopen_unit(node)
+        worker = self.pool.idle() if self.pool is not None else None
+        if worker is not None:
+            return self._worker_unit(worker)
+        self.state.files.popleft()
+        self.state.queued_entries -= len(names)
+        granted = self.state.deletes.reserve(len(names))
+        self.state.fds.pin(node)
+        plan = self.state.plan
+
+        async def unit() -> None:
+            if not await self.state.throttle(len(names)):
+                self._put_back([(node, names)], granted)
+                return
+            result = await fsops.apurge_files(node.fd, names, plan.file_rules, granted, node.rel)
+            self._files_done([(node, names)], [result], granted)
+
+        return unit
+
+    def _worker_unit(self, worker) -> Callable[[], Any]:
+        """Batches of several directories' files for a worker process, with their descriptors."""
+        batch: list[tuple[DirNode, list[str]]] = []
+        total = 0
+        while (
+            self.state.files
+            and len(batch) < MAX_FDS_PER_BATCH
+            and total < self.state.plan.chunk_size
+        ):
+            node, names = self.state.files[0]
+            if node.fd is None:
+                break
+            self.state.files.popleft()
+            self.state.queued_entries -= len(names)
+            self.state.fds.pin(node)
+            batch.append((node, names))
+            total += len(names)
+        granted = self.state.deletes.reserve(total)
+        worker.in_flight += 1
+
+        async def unit() -> None:
+            if not await self.state.throttle(total):
+                worker.in_flight -= 1
+                self._put_back(batch, granted)
+                return
+            fds = [node.fd for node, _ in batch]
+            jobs = [FileJob(names, node.rel) for node, names in batch]
+            try:
+                results = await worker.run(fds, jobs, granted)
+            finally:
+                worker.in_flight -= 1
+            self._files_done(batch, results, granted)
+
+        return unit
+
+    def _files_done(
+        self,
+        batch: list[tuple[DirNode, list[str]]],
+        results: list[fsops.FileResults],
+        granted: int | None,
+    ) -> None:
+        """File batches done, in a thread or a worker: count, settle the caps, release."""
+        self.state.charge(sum(len(names) for _, names in batch), sum(r.ops for r in results))
+        used = 0
+        for (node, _), result in zip(batch, results, strict=True):
+            self.state.fds.unpin(node)
+            used += result.slots_used
+            self.apply_files(node, result)
+            self.completion.release(node)
+        self.state.deletes.settle(granted, used)
+
+    def _put_back(self, batch: list[tuple[DirNode, list[str]]], granted: int | None) -> None:
+        """File batches that did not start (the run is stopping): as they were."""
+        for node, names in reversed(batch):
+            self.state.fds.unpin(node)
+            self.state.files.appendleft((node, names))
+            self.state.queued_entries += len(names)
+        self.state.deletes.settle(granted, 0)
+
+    def apply_files(self, node: DirNode, r: fsops.FileResults) -> None:
+        c = self.state.counts
+        c.files_scanned += r.scanned
+        c.files_to_purge += r.selected
+        c.bytes_to_purge += r.selected_bytes
+        c.files_purged += r.purged
+        c.bytes_freed += r.freed_bytes
+        c.entries_vanished += r.vanished
+        c.breakdown.add(node.top, r.selected, r.selected_bytes, r.by_age)
+        if r.kept:
+            node.kept = True
+        for name, op, exc in r.errors:
+            self.state.events.entry_error(c, node, name, op, exc)
+        if r.lines:
+            self.state.events.manifest_lines(r.lines)
+        for name, what, st in r.debug:
+            self.state.events.file_decision(node, name, what, st)
+        if r.refused:
+            tree.add_work(node)
+            self.state.refused.append((node, r.refused))
+
+    def retry_refused(self) -> Callable[[], Any] | None:
+        """Expired files refused for want of a --max-delete slot, now that no batch holds any:
+        if slots are left (a batch gave some back), they get them; if none, the cap is reached
+        exactly and the run stops."""
+        if not self.state.deletes.free():
+            self.state.request_stop(StopReason.MAX_DELETE)
+            for node, _ in self.state.refused:
+                self.completion.release(node, kept=True)
+            self.state.refused.clear()
+            return None
+        node, names = self.state.refused.pop()  # its hold on the node passes to the file batch
+        self.state.files.appendleft((node, names))
+        self.state.queued_entries += len(names)
+        return self.file_unit()
