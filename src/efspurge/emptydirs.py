@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from efspurge import fsops
+from efspurge import dirremoval, fsops
 from efspurge.events import EventLog
 from efspurge.plan import WalkPlan
 from efspurge.stats import Counters
@@ -94,7 +94,7 @@ class EmptyDirRemover:
         descriptors until n more fit the budget."""
         if self.in_flight or not self.ready:
             return None
-        batch: list[tuple[DirNode, fsops.Removal]] = []
+        batch: list[tuple[DirNode, dirremoval.Removal]] = []
         reopening: set[DirNode] = set()
         while self.ready and len(batch) < REMOVALS_PER_CALL:
             node = self.ready[0]
@@ -107,12 +107,12 @@ class EmptyDirRemover:
             assert parent is not None
             if parent.fd is not None:
                 self.fds.pin(parent)
-                removal = fsops.Removal(parent.fd, node.name)
+                removal = dirremoval.Removal(parent.fd, node.name)
             elif node.fd is not None and parent not in reopening and self._room_via(node, room):
                 # Reopen the parent through '..' of this directory, checked by identity.
                 reopening.add(parent)
                 self.fds.open += 1
-                removal = fsops.Removal(None, node.name, node.fd, parent.st)
+                removal = dirremoval.Removal(None, node.name, node.fd, parent.st)
             elif batch or parent in reopening:
                 break
             else:
@@ -131,7 +131,7 @@ class EmptyDirRemover:
         self.fds.unpin(node)
         return False
 
-    def _unit(self, batch: list[tuple[DirNode, fsops.Removal]], done) -> Callable[[], Any]:
+    def _unit(self, batch: list[tuple[DirNode, dirremoval.Removal]], done) -> Callable[[], Any]:
         granted = self.cap.reserve(len(batch))
         self.in_flight = True
         plan = self.plan
@@ -146,7 +146,7 @@ class EmptyDirRemover:
                 return
             removals = [removal for _, removal in batch]
             try:
-                used = await fsops.aremove_dirs(
+                used = await dirremoval.aremove_dirs(
                     removals, granted, plan.dry_run, plan.list_rules.noatime
                 )
             finally:
@@ -160,7 +160,7 @@ class EmptyDirRemover:
 
         return unit
 
-    def _release_fds(self, node: DirNode, removal: fsops.Removal) -> None:
+    def _release_fds(self, node: DirNode, removal: dirremoval.Removal) -> None:
         parent = node.parent
         assert parent is not None
         if removal.parent_fd is not None:
@@ -174,7 +174,7 @@ class EmptyDirRemover:
             else:
                 fsops.close(removal.reopened_fd)
 
-    def _apply(self, node: DirNode, removal: fsops.Removal) -> bool:
+    def _apply(self, node: DirNode, removal: dirremoval.Removal) -> bool:
         """Count one outcome. Returns True when the parent must stay (it keeps an entry)."""
         c, outcome = self.counts, removal.outcome
         if outcome == "removed":

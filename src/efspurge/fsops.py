@@ -30,7 +30,6 @@ from aiofiles.os import wrap
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NOATIME = getattr(os, "O_NOATIME", 0)
-NOT_EMPTY = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY})
 # Entries counted as one listing request for --max-ops-per-second (an NFS READDIRPLUS reply,
 # a FUSE readdir page, carries a hundred or two).
 ENTRIES_PER_READ = 128
@@ -496,59 +495,6 @@ def any_stays(dir_fd: int, names: list[str], is_expired: Callable[[os.stat_resul
     return False
 
 
-@dataclass(slots=True)
-class Removal:
-    """One finished empty directory to remove, as the remover hands it to a thread."""
-
-    parent_fd: int | None  # None: reopen the parent through ``..`` of ``via_fd`` first
-    name: str
-    via_fd: int | None = None
-    parent_st: os.stat_result | None = None
-    # Filled in by the thread:
-    outcome: str = ""  # "removed", "gone", "busy", "refused", "changed", "error"
-    error: BaseException | None = None
-    reopened_fd: int | None = None
-
-
-def remove_dirs(removals: list[Removal], slots: int | None, dry_run: bool, noatime: bool) -> int:
-    """rmdir each (children come before parents in the list); at most ``slots`` succeed.
-
-    Returns the slots used. Fills in each removal's outcome.
-    """
-    used = 0
-    for item in removals:
-        if slots is not None and used >= slots:
-            item.outcome = "refused"
-            continue
-        parent_fd = item.parent_fd
-        if parent_fd is None:
-            assert item.via_fd is not None and item.parent_st is not None
-            try:
-                parent_fd = item.reopened_fd = open_parent(item.via_fd, item.parent_st, noatime)
-            except DirectoryChanged as exc:
-                item.outcome, item.error = "changed", exc
-                continue
-            except OSError as exc:
-                item.outcome, item.error = "error", exc
-                continue
-        try:
-            remove_dir(parent_fd, item.name, dry_run)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                item.outcome = "gone"  # someone else removed it: the parent may be empty
-            elif exc.errno in NOT_EMPTY:
-                item.outcome = "busy"
-            elif exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                # Swapped for a file or a symlink since it was walked: not followed, kept.
-                item.outcome, item.error = "changed", DirectoryChanged(exc.strerror)
-            else:
-                item.outcome, item.error = "error", exc
-            continue
-        item.outcome = "removed"
-        used += 1
-    return used
-
-
 # --- the two destructive checkpoints ---------------------------------------------------------
 
 
@@ -571,4 +517,3 @@ def remove_dir(parent_fd: int, name: str, dry_run: bool) -> None:
 alist_steps = wrap(list_steps)
 areopen = wrap(reopen)
 apurge_files = wrap(purge_files)
-aremove_dirs = wrap(remove_dirs)
