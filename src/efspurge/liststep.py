@@ -4,7 +4,7 @@
 directory, the lstat and the open checked by identity (a new directory), then up to a limit of
 entries of its listing, sorted into regular files, subdirectories and what is left alone
 (symlinks, special files, excluded entries). On a local disk the files are deleted right there
-(:func:`efspurge.fsops.purge_files`, one hand-off for the whole step). Everything comes back
+(:func:`efspurge.filepurge.purge_files`, one hand-off for the whole step). Everything comes back
 as data (:class:`ListResults`) for the loop to apply.
 
 The system calls go through :mod:`efspurge.fsops`, looked up when the step runs, so a test's
@@ -25,7 +25,7 @@ from typing import Any
 from aiofiles.os import wrap
 
 from efspurge import fsops
-from efspurge.fsops import FileResults, FileRules, purge_files
+from efspurge.filepurge import FileResults, FileRules, purge_files
 
 
 @dataclass(slots=True)

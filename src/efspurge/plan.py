@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from efspurge import manifest as manifest_lines
 from efspurge import mounts
-from efspurge.fsops import FileRules
+from efspurge.filepurge import FileRules
 from efspurge.liststep import ListRules, any_stays
 from efspurge.policy import AgePolicy
 from efspurge.selection import Selector
