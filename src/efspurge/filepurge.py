@@ -67,83 +67,93 @@ def purge_files(
 ) -> FileResults:
     """lstat each file, delete the expired ones (at most ``slots`` of them; None = no cap).
 
-    The per-file hot loop: names and counts are locals, added to the result once. Only the
-    stat this loop makes decides (never a ``DirEntry`` stat, whose descriptor may be gone).
+    Only the stat this batch makes decides (never a ``DirEntry`` stat, whose descriptor may be
+    gone). An expired file past the last slot, and every name after it, is not decided here:
+    the names go back as ``refused``, to be looked at again when slots come back, or kept if
+    none does (the loop decides).
     """
     out = FileResults()
+    left = len(names) if slots is None else slots  # --max-delete slots this batch may use
+    counts, age_files, age_bytes = _purge_loop(dir_fd, names, rules, left, rel_dir, out)
+    out.scanned, out.slots_used, out.freed_bytes, out.vanished, out.ops, out.kept = counts
+    # Counted here, once, rather than file by file in the loop: each file selected is in one
+    # age bucket; each had its unlink called (a system call, unless a dry run); and each one
+    # whose unlink did not fail still holds its slot (so, in a real run, it was purged).
+    out.selected, out.selected_bytes = sum(age_files), sum(age_bytes)
+    if not rules.dry_run:
+        out.ops += out.selected
+        out.purged = out.slots_used
+    out.by_age = {b: [n, age_bytes[b]] for b, n in enumerate(age_files) if n}
+    return out
+
+
+def _purge_loop(
+    dir_fd: int, names: list[str], rules: FileRules, left: int, rel: str | None, out: FileResults
+) -> tuple[tuple[int, int, int, int, int, bool], list[int], list[int]]:
+    """The per-file hot loop, on locals only. Returns counts (ops: lstats only), buckets."""
     lstat, unlink, is_reg = fsops.lstat_at, fsops.unlink_file, stat.S_ISREG
     is_expired, timestamp, edges = rules.is_expired, rules.timestamp, rules.age_edges
-    dry_run, debug, protected, line_of = rules.dry_run, rules.debug, rules.protected, None
-    if rules.write_manifest is not None:
-        line_of = rules.write_manifest
-    stopped, errors, kept_any = rules.stopped, out.errors, False
-    left = len(names) if slots is None else slots  # --max-delete slots this batch may use
-    age_files = [0] * (len(edges) + 1)
-    age_bytes = [0] * (len(edges) + 1)
-    scanned = selected = selected_bytes = purged = freed = used = vanished = ops = 0
-    try:
-        for i, name in enumerate(names):
-            if not i & 63 and stopped():
-                kept_any = True  # the rest is left for the next run
-                break
-            ops += 1
-            try:
-                st = lstat(dir_fd, name)
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    vanished += 1  # someone else removed it first: not an error
-                else:
-                    errors.append((name, "lstat", exc))
-                    kept_any = True
-                continue
-            if not is_reg(st.st_mode):
-                kept_any = True  # replaced since the listing: not a file we decided on
-                continue
-            scanned += 1
-            if not is_expired(st) or (protected and (st.st_dev, st.st_ino) in protected):
-                kept_any = True
-                if debug:
-                    out.debug.append((name, "kept", st))
-                continue
-            if used >= left:
-                # No --max-delete slot: these are looked at again when slots come back, or
-                # kept if none does (the loop decides). So this one is not counted yet.
-                out.refused.extend(names[i:])
-                scanned -= 1
-                break
-            used += 1
-            size = st.st_size
-            selected += 1
-            selected_bytes += size
-            bucket = bisect_right(edges, timestamp(st))
-            age_files[bucket] += 1
-            age_bytes[bucket] += size
-            ops += not dry_run
-            try:
-                unlink(dir_fd, name, dry_run)
-            except OSError as exc:
-                used -= 1  # still selected (a dry run selects it too), but the slot goes back
-                if exc.errno == errno.ENOENT:
-                    vanished += 1
-                else:
-                    errors.append((name, "unlink", exc))
-                    kept_any = True
-                continue
-            if not dry_run:
-                purged += 1
-                # A file's data is freed with its last link: a hard link elsewhere keeps it.
-                if st.st_nlink <= 1:
-                    freed += size
-            if line_of is not None:
-                out.lines.append(line_of(f"{rel_dir}/{name}" if rel_dir else name, st))
+    dry_run, debug, protected = rules.dry_run, rules.debug, rules.protected
+    stopped, line_of, errors, kept_any = rules.stopped, rules.write_manifest, out.errors, False
+    age_files, age_bytes = [0] * (len(edges) + 1), [0] * (len(edges) + 1)
+    scanned = freed = used = vanished = ops = 0
+    for i, name in enumerate(names):
+        if not i & 63 and stopped():
+            kept_any = True  # the rest is left for the next run
+            break
+        ops += 1
+        try:
+            st = lstat(dir_fd, name)
+        except OSError as exc:
+            vanished, kept_any = _failed(errors, name, "lstat", exc, vanished, kept_any)
+            continue
+        if not is_reg(st.st_mode):
+            kept_any = True  # replaced since the listing: not a file we decided on
+            continue
+        scanned += 1
+        if not is_expired(st) or (protected and (st.st_dev, st.st_ino) in protected):
+            kept_any = True
             if debug:
-                out.debug.append((name, "deleted", st))
-    finally:
-        out.scanned, out.selected, out.selected_bytes = scanned, selected, selected_bytes
-        out.purged, out.freed_bytes, out.slots_used = purged, freed, used
-        out.vanished, out.kept, out.ops = vanished, kept_any, ops
-        out.by_age = {b: [n, age_bytes[b]] for b, n in enumerate(age_files) if n}
-    return out
+                out.debug.append((name, "kept", st))
+            continue
+        if used >= left:  # no --max-delete slot: refused, so not counted yet (see purge_files)
+            out.refused.extend(names[i:])
+            scanned -= 1
+            break
+        used += 1
+        bucket = bisect_right(edges, timestamp(st))
+        age_files[bucket] += 1
+        age_bytes[bucket] += st.st_size
+        try:
+            unlink(dir_fd, name, dry_run)
+        except OSError as exc:
+            used -= 1  # still selected (a dry run selects it too), but the slot goes back
+            vanished, kept_any = _failed(errors, name, "unlink", exc, vanished, kept_any)
+            continue
+        if not dry_run and st.st_nlink <= 1:  # data is freed with its last link only
+            freed += st.st_size
+        if line_of is not None:
+            out.lines.append(line_of(f"{rel}/{name}" if rel else name, st))
+        if debug:
+            out.debug.append((name, "deleted", st))
+    return (scanned, used, freed, vanished, ops, kept_any), age_files, age_bytes
+
+
+def _failed(
+    errors: list[tuple[str, str, OSError]],
+    name: str,
+    op: str,
+    exc: OSError,
+    vanished: int,
+    kept_any: bool,
+) -> tuple[int, bool]:
+    """A failed lstat or unlink: (vanished, kept_any) after it. ENOENT means someone else
+    removed the file first: not an error, and nothing stays. Any other error is recorded,
+    and the file stays."""
+    if exc.errno == errno.ENOENT:
+        return vanished + 1, kept_any
+    errors.append((name, op, exc))
+    return vanished, True
 
 
 # --- the batch as an awaitable in the loop's default executor (a thread pool) ---------------
