@@ -87,24 +87,8 @@ def list_step(
     several threads (the network path).
     """
     out = ListResults(fd=fd, listing=listing)
-    if fd is None:
-        assert parent_fd is not None
-        out.ops = 2  # the lstat and the open
-        try:
-            if rel is not None and rel in rules.mount_points:
-                raise fsops.OtherFilesystem("a mount point (bind mount)")
-            out.fd, out.st = fsops.open_subdir(
-                parent_fd, name, rules.same_dev, noatime=rules.noatime
-            )
-        except fsops.OtherFilesystem as exc:
-            out.refused, out.refusal = "mount", exc
-            return out
-        except fsops.DirectoryChanged as exc:
-            out.refused, out.refusal = "changed", exc
-            return out
-        except OSError as exc:
-            out.refused, out.refusal = ("gone" if exc.errno == errno.ENOENT else "error"), exc
-            return out
+    if fd is None and not _enter(out, parent_fd, name, rel, rules):
+        return out
     if out.listing is None:
         try:
             out.listing = fsops.start_listing(out.fd)
@@ -119,6 +103,25 @@ def list_step(
         out.ops += out.file_results.ops
         out.files = []
     return out
+
+
+def _enter(
+    out: ListResults, parent_fd: int | None, name: str, rel: str | None, rules: ListRules
+) -> bool:
+    """Open a new directory, checked by identity. False: not entered (``out.refused``)."""
+    assert parent_fd is not None
+    out.ops = 2  # the lstat and the open
+    try:
+        if rel is not None and rel in rules.mount_points:
+            raise fsops.OtherFilesystem("a mount point (bind mount)")
+        out.fd, out.st = fsops.open_subdir(parent_fd, name, rules.same_dev, noatime=rules.noatime)
+    except fsops.OtherFilesystem as exc:
+        out.refused, out.refusal = "mount", exc
+    except fsops.DirectoryChanged as exc:
+        out.refused, out.refusal = "changed", exc
+    except OSError as exc:
+        out.refused, out.refusal = ("gone" if exc.errno == errno.ENOENT else "error"), exc
+    return out.refused is None
 
 
 def list_steps(
@@ -148,6 +151,24 @@ def list_steps(
 
 
 def _read_listing(out: ListResults, rel: str | None, key: int, rules: ListRules, limit: int):
+    entries = _read_entries(out, limit)
+    if rules.file_filter is None and rules.owner_filter is None:
+        # The common case, per entry the hottest loop of the walk: regular files by d_type in
+        # one comprehension (no system call unless the filesystem reports DT_UNKNOWN); the
+        # rest, usually a few directories, sorted below.
+        try:
+            out.files = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+        except OSError:
+            out.files = []  # a DT_UNKNOWN entry vanished: sort them all one by one instead
+        else:
+            if len(out.files) == len(entries):
+                return
+            entries = [e for e in entries if not _is_file(e)]
+    _sort_entries(out, entries, rel, key, rules)
+
+
+def _read_entries(out: ListResults, limit: int) -> list[os.DirEntry[str]]:
+    """Read up to ``limit`` entries of the listing; close it once it is exhausted."""
     listing = out.listing
     assert listing is not None
     try:
@@ -160,19 +181,14 @@ def _read_listing(out: ListResults, rel: str | None, key: int, rules: ListRules,
         fsops.close_listing(listing)
         out.listing = None
     out.entries = len(entries)
+    return entries
+
+
+def _sort_entries(
+    out: ListResults, entries: list[os.DirEntry[str]], rel: str | None, key: int, rules: ListRules
+) -> None:
+    """Sort entries one by one: files (filtered, and by shard), directories, the rest."""
     file_filter, dir_filter, owner_filter = rules.file_filter, rules.dir_filter, rules.owner_filter
-    if file_filter is None and owner_filter is None:
-        # The common case, per entry the hottest loop of the walk: regular files by d_type in
-        # one comprehension (no system call unless the filesystem reports DT_UNKNOWN); the
-        # rest, usually a few directories, sorted below.
-        try:
-            out.files = [e.name for e in entries if e.is_file(follow_symlinks=False)]
-        except OSError:
-            out.files = []  # a DT_UNKNOWN entry vanished: sort them all one by one instead
-        else:
-            if len(out.files) == len(entries):
-                return
-            entries = [e for e in entries if not _is_file(e)]
     add_file, add_dir, debug = out.files.append, out.subdirs.append, rules.debug
     theirs: list[str] = []
     for entry in entries:
