@@ -162,7 +162,7 @@ class FileBatches:
         """Expired files refused for want of a --max-delete slot, now that no batch holds any:
         if slots are left (a batch gave some back), they get them; if none, the cap is reached
         exactly and the run stops."""
-        if not self.state.deletes.free():
+        if self.state.deletes.full:
             self.state.request_stop(StopReason.MAX_DELETE)
             for node, _ in self.state.refused:
                 self.completion.release(node, kept=True)

@@ -140,6 +140,13 @@ class Counter:
     def exhausted(self) -> bool:
         return self.limit > 0 and self.used >= self.limit
 
+    @property
+    def full(self) -> bool:
+        """No slot left to reserve: all are used or reserved. Never true without a cap (there,
+        ``free()`` is None, which must not read as 0)."""
+        free = self.free()
+        return free is not None and free <= 0
+
 
 class Descriptors:
     """Open directory descriptors against a budget, with the idle ones in LRU order."""
