@@ -1,8 +1,9 @@
 """The one remover of empty directories, post-order, with the exact per-run cap.
 
-The walker offers a directory when it is finished (everything below it decided) and nothing was
-kept in it. The remover takes the offered directories in batches, one batch in flight at a
-time, and reserves the cap's slots before the thread runs ``rmdir``: so the cap
+Post-order completion (:class:`efspurge.completion.Completion`) offers a directory when it is
+finished (everything below it decided) and nothing was kept in it. The remover takes the
+offered directories in batches, one batch in flight at a time, and reserves the cap's slots
+before the thread runs ``rmdir`` (:mod:`efspurge.dirremoval`): so the cap
 (``--max-empty-dirs-to-delete``) is never exceeded and, since a parent is offered only after
 its children's outcomes are in, children always go before parents.
 

@@ -16,8 +16,9 @@ dropped when it is finished, so memory follows the walk's frontier, not the tree
 Descriptors. A node holds its descriptor while it is needed: for its listing, its files, opening
 its children and removing them. :class:`Descriptors` counts what is open against a budget and
 keeps the idle ones (open, but no listing and no operation in flight) in least-recently-used
-order, so that the walker can close one when the budget is reached and reopen it, checked by
-identity, when it is needed again. A tree of any depth therefore fits any ``ulimit -n``.
+order, so that :class:`efspurge.completion.Completion` can close one when the budget is
+reached and reopen it, checked by identity, when it is needed again. A tree of any depth
+therefore fits any ``ulimit -n``.
 """
 
 from __future__ import annotations
