@@ -1,4 +1,5 @@
-"""Audit manifest and dry-run report, checked against the disk. (Metrics: test_metrics.py.)"""
+"""Audit manifest and dry-run report, checked against the disk; the progress record.
+(Metrics: test_metrics.py.)"""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from conftest import (
     final,
     make_file,
     purge,
+    records,
     run_cli,
     snapshot,
 )
@@ -153,3 +155,22 @@ def test_age_report_counts_every_selected_file_even_when_unlink_fails(tmp_path, 
     run = purge(tmp_path)
     assert run.stats["files_to_purge"] == 2 and run.stats["files_purged"] == 1
     assert sum(cell["files"] for cell in run.stats["by_age"].values()) == 2
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+def test_progress_reports_the_bound_on_batches_in_flight(tmp_path):
+    # in_flight can reach one batch per thread and two per worker process (pipelined), so the
+    # record gives that bound next to the threads, the same figure as the start record's.
+    root = tmp_path / "root"
+    for i in range(200):
+        make_file(root / f"d{i % 4}" / f"f{i:03d}", old=True)
+    args = [str(root), "--io-threads", "3", "--processes", "3", "--max-ops-per-second", "400"]
+    returncode, printed = act_mid_run(args, lambda proc: proc.send_signal(signal.SIGTERM))
+    assert returncode == 143
+    start = next(r for r in records(printed) if r["message"] == "Starting purge operation")
+    progress = next(r for r in records(printed) if r["message"] == "Progress")["extra_fields"]
+    assert progress["concurrency"] == 3
+    assert progress["max_in_flight"] == 3 + 2 * 2 == start["extra_fields"]["max_in_flight"]
+    assert 0 <= progress["in_flight"] <= progress["max_in_flight"]

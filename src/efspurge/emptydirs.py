@@ -1,8 +1,9 @@
 """The one remover of empty directories, post-order, with the exact per-run cap.
 
-The walker offers a directory when it is finished (everything below it decided) and nothing was
-kept in it. The remover takes the offered directories in batches, one batch in flight at a
-time, and reserves the cap's slots before the thread runs ``rmdir``: so the cap
+Post-order completion (:class:`efspurge.completion.Completion`) offers a directory when it is
+finished (everything below it decided) and nothing was kept in it. The remover takes the
+offered directories in batches, one batch in flight at a time, and reserves the cap's slots
+before the thread runs ``rmdir`` (:mod:`efspurge.dirremoval`): so the cap
 (``--max-empty-dirs-to-delete``) is never exceeded and, since a parent is offered only after
 its children's outcomes are in, children always go before parents.
 
@@ -18,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from efspurge import fsops
+from efspurge import dirremoval, fsops
 from efspurge.events import EventLog
 from efspurge.plan import WalkPlan
 from efspurge.stats import Counters
@@ -94,7 +95,7 @@ class EmptyDirRemover:
         descriptors until n more fit the budget."""
         if self.in_flight or not self.ready:
             return None
-        batch: list[tuple[DirNode, fsops.Removal]] = []
+        batch: list[tuple[DirNode, dirremoval.Removal]] = []
         reopening: set[DirNode] = set()
         while self.ready and len(batch) < REMOVALS_PER_CALL:
             node = self.ready[0]
@@ -107,12 +108,12 @@ class EmptyDirRemover:
             assert parent is not None
             if parent.fd is not None:
                 self.fds.pin(parent)
-                removal = fsops.Removal(parent.fd, node.name)
+                removal = dirremoval.Removal(parent.fd, node.name)
             elif node.fd is not None and parent not in reopening and self._room_via(node, room):
                 # Reopen the parent through '..' of this directory, checked by identity.
                 reopening.add(parent)
                 self.fds.open += 1
-                removal = fsops.Removal(None, node.name, node.fd, parent.st)
+                removal = dirremoval.Removal(None, node.name, node.fd, parent.st)
             elif batch or parent in reopening:
                 break
             else:
@@ -131,7 +132,7 @@ class EmptyDirRemover:
         self.fds.unpin(node)
         return False
 
-    def _unit(self, batch: list[tuple[DirNode, fsops.Removal]], done) -> Callable[[], Any]:
+    def _unit(self, batch: list[tuple[DirNode, dirremoval.Removal]], done) -> Callable[[], Any]:
         granted = self.cap.reserve(len(batch))
         self.in_flight = True
         plan = self.plan
@@ -146,7 +147,7 @@ class EmptyDirRemover:
                 return
             removals = [removal for _, removal in batch]
             try:
-                used = await fsops.aremove_dirs(
+                used = await dirremoval.aremove_dirs(
                     removals, granted, plan.dry_run, plan.list_rules.noatime
                 )
             finally:
@@ -160,7 +161,7 @@ class EmptyDirRemover:
 
         return unit
 
-    def _release_fds(self, node: DirNode, removal: fsops.Removal) -> None:
+    def _release_fds(self, node: DirNode, removal: dirremoval.Removal) -> None:
         parent = node.parent
         assert parent is not None
         if removal.parent_fd is not None:
@@ -174,7 +175,7 @@ class EmptyDirRemover:
             else:
                 fsops.close(removal.reopened_fd)
 
-    def _apply(self, node: DirNode, removal: fsops.Removal) -> bool:
+    def _apply(self, node: DirNode, removal: dirremoval.Removal) -> bool:
         """Count one outcome. Returns True when the parent must stay (it keeps an entry)."""
         c, outcome = self.counts, removal.outcome
         if outcome == "removed":

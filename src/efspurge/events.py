@@ -35,7 +35,7 @@ class EventLog:
         self.debug = logger.isEnabledFor(logging.DEBUG)
         self._warnings_left = ERROR_LOG_LIMIT if error_log_limit is None else error_log_limit
         self.manifest_failed = False
-        self.stop: Callable[[StopReason], None] | None = None  # set by the walker
+        self.stop: Callable[[StopReason], None] | None = None  # set by the walk state
         self.why_kept: Callable[[os.stat_result], str] | None = None  # the age policy's words
 
     # --- paths, only for messages -------------------------------------------------------------

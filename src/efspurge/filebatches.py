@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from efspurge import fsops, tree
+from efspurge import filepurge, tree
 from efspurge.completion import Completion
 from efspurge.stats import StopReason
 from efspurge.tree import DirNode
@@ -71,7 +71,9 @@ class FileBatches:
             if not await self.state.throttle(len(names)):
                 self._put_back([(node, names)], granted)
                 return
-            result = await fsops.apurge_files(node.fd, names, plan.file_rules, granted, node.rel)
+            result = await filepurge.apurge_files(
+                node.fd, names, plan.file_rules, granted, node.rel
+            )
             self._files_done([(node, names)], [result], granted)
 
         return unit
@@ -114,7 +116,7 @@ class FileBatches:
     def _files_done(
         self,
         batch: list[tuple[DirNode, list[str]]],
-        results: list[fsops.FileResults],
+        results: list[filepurge.FileResults],
         granted: int | None,
     ) -> None:
         """File batches done, in a thread or a worker: count, settle the caps, release."""
@@ -135,7 +137,7 @@ class FileBatches:
             self.state.queued_entries += len(names)
         self.state.deletes.settle(granted, 0)
 
-    def apply_files(self, node: DirNode, r: fsops.FileResults) -> None:
+    def apply_files(self, node: DirNode, r: filepurge.FileResults) -> None:
         c = self.state.counts
         c.files_scanned += r.scanned
         c.files_to_purge += r.selected
@@ -160,7 +162,7 @@ class FileBatches:
         """Expired files refused for want of a --max-delete slot, now that no batch holds any:
         if slots are left (a batch gave some back), they get them; if none, the cap is reached
         exactly and the run stops."""
-        if not self.state.deletes.free():
+        if self.state.deletes.full:
             self.state.request_stop(StopReason.MAX_DELETE)
             for node, _ in self.state.refused:
                 self.completion.release(node, kept=True)

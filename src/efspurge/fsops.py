@@ -1,12 +1,14 @@
-"""The only module that makes system calls on the tree being purged.
+"""The only module that makes system calls on the tree being purged: the primitives.
 
 Every call that reads or changes a directory entry takes a directory file descriptor and a
-single name, never a path string (DESIGN.md, principle 1). The functions here are the batches
-that the engine hands to its thread pool: each is a plain function that takes its inputs and
-returns its results as data (names, stats, outcomes, errors); none of them touches the walk's
-state, which lives on the event loop (see :mod:`efspurge.walker`). The ``a*`` names at the end
-are the same batches wrapped with ``aiofiles.os.wrap``, so that ``await`` runs them in the
-loop's default executor.
+single name, never a path string (DESIGN.md, principle 1). Here are the primitives: opening a
+directory checked by identity (and reopening one), streaming its listing, ``lstat``, closing,
+and the two destructive calls. The batches that a thread or a worker process runs are built on
+them, in modules of their own: :mod:`efspurge.liststep` (listing steps),
+:mod:`efspurge.filepurge` (a batch of files) and :mod:`efspurge.dirremoval` (empty
+directories). Each looks the primitives up through this module when it runs
+(``fsops.lstat_at``, never imported by name), so a patched name here reaches every batch, in a
+thread or in a forked worker process.
 
 The two destructive calls are :func:`unlink_file` and :func:`remove_dir`: nothing else deletes.
 A dry run passes through both with ``dry_run=True``; they skip the system call and nothing else,
@@ -20,17 +22,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from bisect import bisect_right
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from itertools import islice
-from typing import Any
 
 from aiofiles.os import wrap
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NOATIME = getattr(os, "O_NOATIME", 0)
-NOT_EMPTY = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY})
 # Entries counted as one listing request for --max-ops-per-second (an NFS READDIRPLUS reply,
 # a FUSE readdir page, carries a hundred or two).
 ENTRIES_PER_READ = 128
@@ -124,267 +122,6 @@ def open_parent(child_fd: int, expected: os.stat_result, noatime: bool = False) 
         raise
 
 
-def close(fd: int) -> None:
-    os.close(fd)
-
-
-def close_listing(listing: Iterator[os.DirEntry[str]]) -> None:
-    listing.close()  # type: ignore[attr-defined]
-
-
-def start_listing(fd: int) -> Iterator[os.DirEntry[str]]:
-    """Start streaming a directory's entries (``scandir`` on the descriptor)."""
-    return os.scandir(fd)
-
-
-def read_entries(listing: Iterator[os.DirEntry[str]], limit: int) -> list[os.DirEntry[str]]:
-    """Read at most ``limit`` entries; fewer means the listing is exhausted."""
-    return list(islice(listing, limit))
-
-
-def lstat_at(dir_fd: int, name: str) -> os.stat_result:
-    """The entry's own status (never a symlink's target), relative to its directory."""
-    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-
-
-# --- the batches ------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class FileRules:
-    """What a thread needs to decide on files. Pure values and functions, shared read-only."""
-
-    is_expired: Callable[[os.stat_result], bool]
-    timestamp: Callable[[os.stat_result], int]  # the --age-by timestamp, for the age report
-    age_edges: list[int]  # ascending bucket edges of the age report
-    dry_run: bool
-    protected: frozenset[tuple[int, int]] = frozenset()  # (dev, ino) of our own output files
-    write_manifest: Callable[[str, os.stat_result], str] | None = None  # rel path -> line
-    debug: bool = False
-    stopped: Callable[[], bool] = lambda: False
-
-
-@dataclass(slots=True)
-class FileResults:
-    """What became of a batch of regular files, for the loop to apply."""
-
-    scanned: int = 0
-    selected: int = 0
-    selected_bytes: int = 0
-    purged: int = 0
-    freed_bytes: int = 0
-    vanished: int = 0
-    slots_used: int = 0
-    ops: int = 0  # system calls made (lstat, unlink), for --max-ops-per-second
-    kept: bool = False  # something stays in the directory
-    by_age: dict[int, list[int]] = field(default_factory=dict)
-    refused: list[str] = field(default_factory=list)  # expired, but no --max-delete slot left
-    errors: list[tuple[str, str, OSError]] = field(default_factory=list)  # (name, op, error)
-    lines: list[str] = field(default_factory=list)  # manifest lines of this batch
-    debug: list[tuple[str, str, Any]] = field(default_factory=list)  # (name, event, detail)
-
-
-def purge_files(
-    dir_fd: int, names: list[str], rules: FileRules, slots: int | None, rel_dir: str | None
-) -> FileResults:
-    """lstat each file, delete the expired ones (at most ``slots`` of them; None = no cap).
-
-    The per-file hot loop: names and counts are locals, added to the result once. Only the
-    stat this loop makes decides (never a ``DirEntry`` stat, whose descriptor may be gone).
-    """
-    out = FileResults()
-    lstat, unlink, is_reg = lstat_at, unlink_file, stat.S_ISREG
-    is_expired, timestamp, edges = rules.is_expired, rules.timestamp, rules.age_edges
-    dry_run, debug, protected, line_of = rules.dry_run, rules.debug, rules.protected, None
-    if rules.write_manifest is not None:
-        line_of = rules.write_manifest
-    stopped, errors, kept_any = rules.stopped, out.errors, False
-    left = len(names) if slots is None else slots  # --max-delete slots this batch may use
-    age_files = [0] * (len(edges) + 1)
-    age_bytes = [0] * (len(edges) + 1)
-    scanned = selected = selected_bytes = purged = freed = used = vanished = ops = 0
-    try:
-        for i, name in enumerate(names):
-            if not i & 63 and stopped():
-                kept_any = True  # the rest is left for the next run
-                break
-            ops += 1
-            try:
-                st = lstat(dir_fd, name)
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    vanished += 1  # someone else removed it first: not an error
-                else:
-                    errors.append((name, "lstat", exc))
-                    kept_any = True
-                continue
-            if not is_reg(st.st_mode):
-                kept_any = True  # replaced since the listing: not a file we decided on
-                continue
-            scanned += 1
-            if not is_expired(st) or (protected and (st.st_dev, st.st_ino) in protected):
-                kept_any = True
-                if debug:
-                    out.debug.append((name, "kept", st))
-                continue
-            if used >= left:
-                # No --max-delete slot: these are looked at again when slots come back, or
-                # kept if none does (the loop decides). So this one is not counted yet.
-                out.refused.extend(names[i:])
-                scanned -= 1
-                break
-            used += 1
-            size = st.st_size
-            selected += 1
-            selected_bytes += size
-            bucket = bisect_right(edges, timestamp(st))
-            age_files[bucket] += 1
-            age_bytes[bucket] += size
-            ops += not dry_run
-            try:
-                unlink(dir_fd, name, dry_run)
-            except OSError as exc:
-                used -= 1  # still selected (a dry run selects it too), but the slot goes back
-                if exc.errno == errno.ENOENT:
-                    vanished += 1
-                else:
-                    errors.append((name, "unlink", exc))
-                    kept_any = True
-                continue
-            if not dry_run:
-                purged += 1
-                # A file's data is freed with its last link: a hard link elsewhere keeps it.
-                if st.st_nlink <= 1:
-                    freed += size
-            if line_of is not None:
-                out.lines.append(line_of(f"{rel_dir}/{name}" if rel_dir else name, st))
-            if debug:
-                out.debug.append((name, "deleted", st))
-    finally:
-        out.scanned, out.selected, out.selected_bytes = scanned, selected, selected_bytes
-        out.purged, out.freed_bytes, out.slots_used = purged, freed, used
-        out.vanished, out.kept, out.ops = vanished, kept_any, ops
-        out.by_age = {b: [n, age_bytes[b]] for b, n in enumerate(age_files) if n}
-    return out
-
-
-@dataclass(slots=True)
-class ListResults:
-    """One step of a directory's listing: what the loop needs to go on."""
-
-    fd: int | None = None  # the directory's descriptor (opened by this step, or given)
-    st: os.stat_result | None = None
-    listing: Iterator[os.DirEntry[str]] | None = None  # still open: more entries to read
-    refused: str | None = None  # "gone", "changed", "mount" or "error": not entered
-    refusal: BaseException | None = None
-    started: bool = False  # the listing was started in this step (a directory scanned)
-    entries: int = 0  # entries read in this step
-    ops: int = 0  # system calls made (open, lstat, unlink; the loop counts listing reads)
-    files: list[str] = field(default_factory=list)  # regular files not processed here
-    subdirs: list[str] = field(default_factory=list)
-    symlinks: int = 0
-    specials: int = 0
-    excluded_files: int = 0
-    excluded_dirs: int = 0
-    other_shards: int = 0
-    theirs_stay: bool = False  # a sharded dry run: another shard's file would stay
-    kept: bool = False
-    errors: list[tuple[str | None, str, OSError]] = field(default_factory=list)
-    debug: list[tuple[str, str, Any]] = field(default_factory=list)
-    file_results: FileResults | None = None
-
-
-@dataclass(slots=True)
-class ListRules:
-    """What a thread needs to sort a listing. Pure values and functions, shared read-only."""
-
-    same_dev: int | None
-    noatime: bool
-    mount_points: frozenset[str]  # relative paths of mount points below the root
-    file_filter: Callable[[str, str | None], bool] | None  # --include/--exclude
-    dir_filter: Callable[[str, str | None], bool] | None  # --exclude-dir (True: excluded)
-    owner_filter: Callable[[int, str], bool] | None  # shards: is this file ours?
-    theirs_stay: Callable[[int, list[str]], bool] | None  # sharded dry run (dir_fd, names)
-    debug: bool = False
-
-
-def list_step(
-    parent_fd: int | None,
-    name: str,
-    fd: int | None,
-    listing: Iterator[os.DirEntry[str]] | None,
-    rel: str | None,
-    key: int,
-    rules: ListRules,
-    limit: int,
-    files: FileRules | None,
-    slots: int | None,
-) -> ListResults:
-    """Open a directory if ``fd`` is None, then read up to ``limit`` entries and sort them.
-
-    With ``files`` the regular files found are processed right here (one hand-off for the
-    whole step: the local-disk path); without, they are returned for the loop to spread over
-    several threads (the network path).
-    """
-    out = ListResults(fd=fd, listing=listing)
-    if fd is None:
-        assert parent_fd is not None
-        out.ops = 2  # the lstat and the open
-        try:
-            if rel is not None and rel in rules.mount_points:
-                raise OtherFilesystem("a mount point (bind mount)")
-            out.fd, out.st = open_subdir(parent_fd, name, rules.same_dev, noatime=rules.noatime)
-        except OtherFilesystem as exc:
-            out.refused, out.refusal = "mount", exc
-            return out
-        except DirectoryChanged as exc:
-            out.refused, out.refusal = "changed", exc
-            return out
-        except OSError as exc:
-            out.refused, out.refusal = ("gone" if exc.errno == errno.ENOENT else "error"), exc
-            return out
-    if out.listing is None:
-        try:
-            out.listing = start_listing(out.fd)
-        except OSError as exc:
-            out.errors.append((None, "list directory", exc))
-            out.kept = True
-            return out
-        out.started = True
-    _read_listing(out, rel, key, rules, limit)
-    if files is not None and out.files:
-        out.file_results = purge_files(out.fd, out.files, files, slots, rel)
-        out.ops += out.file_results.ops
-        out.files = []
-    return out
-
-
-def list_steps(
-    steps: list[tuple[int | None, str, int | None, Any, str | None, int]],
-    rules: ListRules,
-    limit: int,
-    batch_size: int,
-    files: FileRules | None,
-    slots: int | None,
-) -> list[ListResults | None]:
-    """Several directories' steps in one thread call, until ``batch_size`` entries were read:
-    a tree of many small directories then pays one hand-off per call, not per directory.
-    A step not taken (budget spent, or the run stopping) is None."""
-    results: list[ListResults | None] = []
-    entries = used = 0
-    for parent_fd, name, fd, listing, rel, key in steps:
-        if entries >= batch_size or (files is not None and files.stopped()):
-            results.append(None)
-            continue
-        left = None if slots is None else slots - used
-        result = list_step(parent_fd, name, fd, listing, rel, key, rules, limit, files, left)
-        if result.file_results is not None:
-            used += result.file_results.slots_used
-        entries += result.entries
-        results.append(result)
-    return results
-
-
 def reopen(anchor_fd: int, path: list[tuple[str, os.stat_result]], noatime: bool) -> int:
     """Reopen a directory down from an open ancestor, each step checked against the identity
     recorded when the walk first opened it (DirectoryChanged on any difference)."""
@@ -402,154 +139,33 @@ def reopen(anchor_fd: int, path: list[tuple[str, os.stat_result]], noatime: bool
     return fd
 
 
-def _read_listing(out: ListResults, rel: str | None, key: int, rules: ListRules, limit: int):
-    listing = out.listing
-    assert listing is not None
-    try:
-        entries = read_entries(listing, limit)
-    except OSError as exc:
-        out.errors.append((None, "list directory", exc))
-        out.kept = True
-        entries = []
-    if len(entries) < limit:
-        close_listing(listing)
-        out.listing = None
-    out.entries = len(entries)
-    file_filter, dir_filter, owner_filter = rules.file_filter, rules.dir_filter, rules.owner_filter
-    if file_filter is None and owner_filter is None:
-        # The common case, per entry the hottest loop of the walk: regular files by d_type in
-        # one comprehension (no system call unless the filesystem reports DT_UNKNOWN); the
-        # rest, usually a few directories, sorted below.
-        try:
-            out.files = [e.name for e in entries if e.is_file(follow_symlinks=False)]
-        except OSError:
-            out.files = []  # a DT_UNKNOWN entry vanished: sort them all one by one instead
-        else:
-            if len(out.files) == len(entries):
-                return
-            entries = [e for e in entries if not _is_file(e)]
-    add_file, add_dir, debug = out.files.append, out.subdirs.append, rules.debug
-    theirs: list[str] = []
-    for entry in entries:
-        name = entry.name
-        try:
-            if entry.is_file(follow_symlinks=False):
-                if file_filter is not None and not file_filter(name, _child(rel, name)):
-                    out.excluded_files += 1
-                    out.kept = True
-                    if debug:
-                        out.debug.append((name, "excluded by a pattern", None))
-                elif owner_filter is not None and not owner_filter(key, name):
-                    out.other_shards += 1
-                    theirs.append(name)
-                else:
-                    add_file(name)
-            elif entry.is_dir(follow_symlinks=False):
-                if dir_filter is not None and dir_filter(name, _child(rel, name)):
-                    out.excluded_dirs += 1
-                    out.kept = True
-                    if debug:
-                        out.debug.append((name, "excluded by --exclude-dir", None))
-                else:
-                    add_dir(name)
-            else:
-                if entry.is_symlink():
-                    out.symlinks += 1
-                else:
-                    out.specials += 1
-                out.kept = True
-                if debug:
-                    out.debug.append((name, "symlink or special file, never followed", None))
-        except OSError as exc:  # DT_UNKNOWN, and the lstat that replaces it failed
-            if exc.errno != errno.ENOENT:
-                out.errors.append((name, "lstat", exc))
-                out.kept = True
-    if theirs and rules.theirs_stay is not None and rules.theirs_stay(out.fd, theirs):
-        out.theirs_stay = True
+def close(fd: int) -> None:
+    os.close(fd)
 
 
-def _is_file(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_file(follow_symlinks=False)
-    except OSError:
-        return False
+def close_listing(listing: Iterator[os.DirEntry[str]]) -> None:
+    listing.close()  # type: ignore[attr-defined]
 
 
-def _child(rel: str | None, name: str) -> str | None:
-    if rel is None:
-        return None
-    return f"{rel}/{name}" if rel else name
+# --- listings and entries ------------------------------------------------------------------
 
 
-def any_stays(dir_fd: int, names: list[str], is_expired: Callable[[os.stat_result], bool]):
-    """Would any of these files (another shard's) survive a real run? Sharded dry runs only:
-    a real run lets rmdir tell whether the other shards emptied a directory."""
-    for name in names:
-        try:
-            st = lstat_at(dir_fd, name)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                continue
-            return True
-        if not stat.S_ISREG(st.st_mode) or not is_expired(st):
-            return True
-    return False
+def start_listing(fd: int) -> Iterator[os.DirEntry[str]]:
+    """Start streaming a directory's entries (``scandir`` on the descriptor)."""
+    return os.scandir(fd)
 
 
-@dataclass(slots=True)
-class Removal:
-    """One finished empty directory to remove, as the remover hands it to a thread."""
-
-    parent_fd: int | None  # None: reopen the parent through ``..`` of ``via_fd`` first
-    name: str
-    via_fd: int | None = None
-    parent_st: os.stat_result | None = None
-    # Filled in by the thread:
-    outcome: str = ""  # "removed", "gone", "busy", "refused", "changed", "error"
-    error: BaseException | None = None
-    reopened_fd: int | None = None
+def read_entries(listing: Iterator[os.DirEntry[str]], limit: int) -> list[os.DirEntry[str]]:
+    """Read at most ``limit`` entries; fewer means the listing is exhausted."""
+    return list(islice(listing, limit))
 
 
-def remove_dirs(removals: list[Removal], slots: int | None, dry_run: bool, noatime: bool) -> int:
-    """rmdir each (children come before parents in the list); at most ``slots`` succeed.
-
-    Returns the slots used. Fills in each removal's outcome.
-    """
-    used = 0
-    for item in removals:
-        if slots is not None and used >= slots:
-            item.outcome = "refused"
-            continue
-        parent_fd = item.parent_fd
-        if parent_fd is None:
-            assert item.via_fd is not None and item.parent_st is not None
-            try:
-                parent_fd = item.reopened_fd = open_parent(item.via_fd, item.parent_st, noatime)
-            except DirectoryChanged as exc:
-                item.outcome, item.error = "changed", exc
-                continue
-            except OSError as exc:
-                item.outcome, item.error = "error", exc
-                continue
-        try:
-            remove_dir(parent_fd, item.name, dry_run)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                item.outcome = "gone"  # someone else removed it: the parent may be empty
-            elif exc.errno in NOT_EMPTY:
-                item.outcome = "busy"
-            elif exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                # Swapped for a file or a symlink since it was walked: not followed, kept.
-                item.outcome, item.error = "changed", DirectoryChanged(exc.strerror)
-            else:
-                item.outcome, item.error = "error", exc
-            continue
-        item.outcome = "removed"
-        used += 1
-    return used
+def lstat_at(dir_fd: int, name: str) -> os.stat_result:
+    """The entry's own status (never a symlink's target), relative to its directory."""
+    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
 
 
-# --- the two destructive checkpoints ---------------------------------------------------------
+# --- the two destructive checkpoints -------------------------------------------------------
 
 
 def unlink_file(dir_fd: int, name: str, dry_run: bool) -> None:
@@ -566,9 +182,6 @@ def remove_dir(parent_fd: int, name: str, dry_run: bool) -> None:
     os.rmdir(name, dir_fd=parent_fd)
 
 
-# --- the batches as awaitables in the loop's default executor (a thread pool) -----------------
+# --- the reopen as an awaitable in the loop's default executor (a thread pool) --------------
 
-alist_steps = wrap(list_steps)
 areopen = wrap(reopen)
-apurge_files = wrap(purge_files)
-aremove_dirs = wrap(remove_dirs)

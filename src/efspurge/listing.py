@@ -1,6 +1,6 @@
 """Listing units: the steps that list directories, and so discover the walk's work.
 
-A unit lists a step of one or more directories in a thread (:func:`efspurge.fsops.list_steps`):
+A unit lists a step of one or more directories in a thread (:func:`efspurge.liststep.list_steps`):
 for a new directory, the lstat and the open checked by identity, then up to a limit of entries
 of its listing (the plan's ``first_visit`` for new directories, ``batch_size`` for a big
 directory's next batch). Its results come back as data and are applied here, on the loop:
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from efspurge import fsops, tree
+from efspurge import fsops, liststep, tree
 from efspurge.completion import Completion
 from efspurge.filebatches import FileBatches
 from efspurge.tree import DirNode
@@ -119,7 +119,7 @@ class Listing:
                     self._apply_step(node, need, None)
                 self.state.deletes.settle(granted, 0)
                 return
-            results = await fsops.alist_steps(
+            results = await liststep.alist_steps(
                 args, plan.list_rules, limit, plan.batch_size, plan.inline_rules, granted
             )
             done = [(n, r) for n, r in zip(nodes, results, strict=True) if r is not None]
@@ -131,7 +131,7 @@ class Listing:
 
         return unit
 
-    def _apply_step(self, node: DirNode, reserved: int, result: fsops.ListResults | None) -> int:
+    def _apply_step(self, node: DirNode, reserved: int, result: liststep.ListResults | None) -> int:
         """Apply one directory's step. Returns the --max-delete slots its files used."""
         holder = node if node.fd is not None else node.parent
         assert holder is not None
@@ -174,7 +174,7 @@ class Listing:
             self.completion.release(node)
         return used
 
-    def _count_listing(self, node: DirNode, result: fsops.ListResults) -> None:
+    def _count_listing(self, node: DirNode, result: liststep.ListResults) -> None:
         c = self.state.counts
         c.dirs_scanned += result.started
         c.symlinks_skipped += result.symlinks
@@ -191,7 +191,7 @@ class Listing:
             for name, reason, _ in result.debug:
                 self.state.events.kept(node, name, reason)
 
-    def _not_entered(self, node: DirNode, result: fsops.ListResults) -> None:
+    def _not_entered(self, node: DirNode, result: liststep.ListResults) -> None:
         """A listed directory that was not opened: finished at once."""
         kind, c = result.refused, self.state.counts
         if kind == "gone":
@@ -212,7 +212,7 @@ class Listing:
             self.completion.finished(parent, parent.kept)
 
     @staticmethod
-    def _reads(node: DirNode, result: fsops.ListResults) -> int:
+    def _reads(node: DirNode, result: liststep.ListResults) -> int:
         """Listing requests a step made: one per ENTRIES_PER_READ entries of the directory,
         the first included (a read that is buffered from an earlier one costs nothing)."""
         per = fsops.ENTRIES_PER_READ

@@ -12,10 +12,12 @@ import os
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from efspurge import manifest as manifest_lines
 from efspurge import mounts
-from efspurge.fsops import FileRules, ListRules, any_stays
+from efspurge.filepurge import FileRules
+from efspurge.liststep import ListRules, any_stays
 from efspurge.policy import AgePolicy
 from efspurge.selection import Selector
 from efspurge.settings import Settings
@@ -169,51 +171,16 @@ def build_plan(
     policy = AgePolicy.from_days(settings.max_age_days, now_ns=now_ns, age_by=settings.age_by)
     threads = choose_io_threads(settings, fs_type)
     workers = choose_processes(settings, fs_type) - 1
-    inline = threads == 1 and workers == 0
-    batch = settings.task_batch_size
     ops = settings.max_ops_per_second / settings.shard_count
-    if ops:
-        # Small batches under a rate limit: each draws its tokens before it runs, so a batch
-        # is at most a twentieth of a second's operations and the traffic stays smooth.
-        batch = max(1, min(batch, int(ops / RATE_BATCHES_PER_SECOND)))
+    sizes = _batch_sizes(settings.task_batch_size, threads, workers, ops)
     shard = Shard(settings.shard_index, settings.shard_count) if settings.shard_count > 1 else None
     selector = Selector(settings.include, settings.exclude, settings.exclude_dir)
     mount_rel = frozenset(
         os.path.relpath(p, root_path) for p in mounts.mount_points_below(root_path)
     )
-    with_rel = with_manifest or selector.needs_path or bool(mount_rel)
     stop = StopFlag()
-    action = manifest_lines.WOULD_DELETE if settings.dry_run else manifest_lines.DELETE
-
-    def line_of(rel: str, st: os.stat_result) -> str:
-        return manifest_lines.file_line(action, rel, st.st_size, st.st_mtime_ns)
-
-    def theirs_stay(dir_fd: int, names: list[str]) -> bool:
-        return any_stays(dir_fd, names, policy.is_expired)
-
-    noatime = settings.reads_atime
-    list_rules = ListRules(
-        same_dev=root_st.st_dev if settings.one_file_system else None,
-        noatime=noatime,
-        mount_points=mount_rel if settings.one_file_system else frozenset(),
-        file_filter=selector.file_selected if selector.filters_files else None,
-        dir_filter=selector.dir_excluded if selector.filters_dirs else None,
-        owner_filter=shard.owns_file if shard else None,
-        theirs_stay=theirs_stay
-        if shard and settings.dry_run and settings.remove_empty_dirs
-        else None,
-        debug=debug,
-    )
-    file_rules = FileRules(
-        is_expired=policy.is_expired,
-        timestamp=policy.timestamp,
-        age_edges=age_edges(now_ns),
-        dry_run=settings.dry_run,
-        protected=protected,
-        write_manifest=line_of if with_manifest else None,
-        debug=debug,
-        stopped=stop,
-    )
+    list_rules = _list_rules(settings, root_st, policy, selector, shard, mount_rel, debug)
+    file_rules = _file_rules(settings, policy, now_ns, protected, with_manifest, debug, stop)
     young = settings.keep_empty_dirs_newer_than
     limit = fd_limit if fd_limit is not None else raise_fd_limit()
     return WalkPlan(
@@ -223,20 +190,88 @@ def build_plan(
         max_empty_dirs=settings.max_empty_dirs_to_delete,
         concurrency=threads,
         workers=workers,
-        batch_size=batch,
-        first_visit=min(batch, FIRST_VISIT_ENTRIES),
-        dirs_per_call=DIRS_PER_CALL_LOCAL if threads == 1 and not ops else 1,
-        chunk_size=_chunk_size(batch, threads, workers),
-        inline_files=inline,
+        **sizes,
         fd_budget=fd_budget(limit),
-        entry_budget=batch * ENTRY_BUDGET_BATCHES,
         list_rules=list_rules,
         file_rules=file_rules,
         shard=shard,
         child_key=child_key if shard else (lambda key, name: 0),
         young_dir_cutoff_ns=now_ns - round(young * 1e9) if young > 0 else None,
-        with_rel=with_rel,
+        with_rel=with_manifest or selector.needs_path or bool(mount_rel),
         stop=stop,
         ops_per_second=ops,
         why_kept=policy.why_kept,
+    )
+
+
+def _batch_sizes(task_batch_size: int, threads: int, workers: int, ops: float) -> dict[str, Any]:
+    """The plan's batch sizes, from --task-batch-size, the threads, the worker processes and
+    this process's share of --max-ops-per-second (0: no limit)."""
+    batch = task_batch_size
+    if ops:
+        # Small batches under a rate limit: each draws its tokens before it runs, so a batch
+        # is at most a twentieth of a second's operations and the traffic stays smooth.
+        batch = max(1, min(batch, int(ops / RATE_BATCHES_PER_SECOND)))
+    return {
+        "batch_size": batch,
+        "first_visit": min(batch, FIRST_VISIT_ENTRIES),
+        "dirs_per_call": DIRS_PER_CALL_LOCAL if threads == 1 and not ops else 1,
+        "chunk_size": _chunk_size(batch, threads, workers),
+        "inline_files": threads == 1 and workers == 0,
+        "entry_budget": batch * ENTRY_BUDGET_BATCHES,
+    }
+
+
+def _list_rules(
+    settings: Settings,
+    root_st: os.stat_result,
+    policy: AgePolicy,
+    selector: Selector,
+    shard: Shard | None,
+    mount_rel: frozenset[str],
+    debug: bool,
+) -> ListRules:
+    """What a thread needs to sort a listing: the filesystem rail, the filters, the shard."""
+
+    def theirs_stay(dir_fd: int, names: list[str]) -> bool:
+        return any_stays(dir_fd, names, policy.is_expired)
+
+    return ListRules(
+        same_dev=root_st.st_dev if settings.one_file_system else None,
+        noatime=settings.reads_atime,
+        mount_points=mount_rel if settings.one_file_system else frozenset(),
+        file_filter=selector.file_selected if selector.filters_files else None,
+        dir_filter=selector.dir_excluded if selector.filters_dirs else None,
+        owner_filter=shard.owns_file if shard else None,
+        theirs_stay=theirs_stay
+        if shard and settings.dry_run and settings.remove_empty_dirs
+        else None,
+        debug=debug,
+    )
+
+
+def _file_rules(
+    settings: Settings,
+    policy: AgePolicy,
+    now_ns: int,
+    protected: frozenset[tuple[int, int]],
+    with_manifest: bool,
+    debug: bool,
+    stop: StopFlag,
+) -> FileRules:
+    """What a thread needs to decide on files: the age test, the report, the manifest line."""
+    action = manifest_lines.WOULD_DELETE if settings.dry_run else manifest_lines.DELETE
+
+    def line_of(rel: str, st: os.stat_result) -> str:
+        return manifest_lines.file_line(action, rel, st.st_size, st.st_mtime_ns)
+
+    return FileRules(
+        is_expired=policy.is_expired,
+        timestamp=policy.timestamp,
+        age_edges=age_edges(now_ns),
+        dry_run=settings.dry_run,
+        protected=protected,
+        write_manifest=line_of if with_manifest else None,
+        debug=debug,
+        stopped=stop,
     )

@@ -11,8 +11,8 @@ It takes the reference interface's keywords with their defaults (``dry_run=True`
 moved over from the reference must not start deleting) and every other option of the command
 line as a keyword. The run (:mod:`efspurge.run`) gives the loop a thread pool sized from
 ``--max-concurrency`` (and the filesystem) as its default executor;
-:class:`efspurge.walker.Walker` keeps as many batches in flight, under a semaphore of the same
-size.
+:class:`efspurge.walker.Walker` keeps as many batches in flight, plus two per worker process
+(``--processes``), under a semaphore of that size.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ dropped when it is finished, so memory follows the walk's frontier, not the tree
 Descriptors. A node holds its descriptor while it is needed: for its listing, its files, opening
 its children and removing them. :class:`Descriptors` counts what is open against a budget and
 keeps the idle ones (open, but no listing and no operation in flight) in least-recently-used
-order, so that the walker can close one when the budget is reached and reopen it, checked by
-identity, when it is needed again. A tree of any depth therefore fits any ``ulimit -n``.
+order, so that :class:`efspurge.completion.Completion` can close one when the budget is
+reached and reopen it, checked by identity, when it is needed again. A tree of any depth
+therefore fits any ``ulimit -n``.
 """
 
 from __future__ import annotations
@@ -139,6 +140,13 @@ class Counter:
     @property
     def exhausted(self) -> bool:
         return self.limit > 0 and self.used >= self.limit
+
+    @property
+    def full(self) -> bool:
+        """No slot left to reserve: all are used or reserved. Never true without a cap (there,
+        ``free()`` is None, which must not read as 0)."""
+        free = self.free()
+        return free is not None and free <= 0
 
 
 class Descriptors:

@@ -51,7 +51,8 @@ class Walker:
     ):
         self.state = WalkState(plan, root, counts, events)
         # Batches in flight: one per thread of the pool, and PIPELINE_DEPTH per worker process.
-        self.slots = asyncio.Semaphore(plan.concurrency + (pool.capacity if pool else 0))
+        self.max_in_flight = plan.concurrency + (pool.capacity if pool else 0)
+        self.slots = asyncio.Semaphore(self.max_in_flight)
         self.completion = Completion(self.state)
         self.file_batches = FileBatches(self.state, self.completion, pool)
         self.listing = Listing(self.state, self.completion, self.file_batches)
@@ -97,7 +98,8 @@ class Walker:
         """How full every limit is, for the progress record."""
         return {
             "in_flight": self.state.in_flight,
-            "concurrency": self.state.plan.concurrency,
+            "concurrency": self.state.plan.concurrency,  # threads
+            "max_in_flight": self.max_in_flight,  # the bound: threads + the workers' capacity
             "dirs_waiting": len(self.state.stack),
             "file_batches_waiting": len(self.state.files),
             "queued_entries": self.state.queued_entries,

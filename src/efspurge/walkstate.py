@@ -5,8 +5,10 @@ batches, the tree of :mod:`efspurge.tree`, the counts and the caps). It lives in
 :class:`WalkState`, shared by the parts of the scheduler (:mod:`efspurge.walker`,
 :mod:`efspurge.listing`, :mod:`efspurge.filebatches`, :mod:`efspurge.completion`) and changed
 only by them, on the loop thread, so nothing needs a lock. What runs in a thread is a batch of
-fd-relative calls from :mod:`efspurge.fsops` (wrapped by ``aiofiles.os.wrap``, run by the
-loop's default executor) that returns its results as data; the parts apply them here.
+fd-relative calls (:mod:`efspurge.liststep`, :mod:`efspurge.filepurge`,
+:mod:`efspurge.dirremoval`, on the primitives of :mod:`efspurge.fsops`; wrapped by
+``aiofiles.os.wrap``, run by the loop's default executor) that returns its results as data;
+the parts apply them here.
 
 The stop and the rate gate are here too: every part asks whether the run is stopping, and
 every batch, whichever part made it, waits at the same gate.

@@ -4,7 +4,7 @@ On a local disk the work is CPU-bound: every ``lstat`` and ``unlink`` passes the
 CPython process cannot use a second core. ``--processes N`` forks N-1 worker processes at the
 start of the run; the walk itself stays in the parent, on its event loop, with all of its state
 (the tree, the caps, the counts, the empty-directory remover). A worker only runs
-:func:`efspurge.fsops.purge_files` on batches the parent sends it, and returns the results as
+:func:`efspurge.filepurge.purge_files` on batches the parent sends it, and returns the results as
 data, exactly as a thread does. So every mode gives the same result by construction: the
 decisions are made in one place, the caps are reserved in one place.
 
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from efspurge import fsops
-from efspurge.fsops import FileResults, FileRules
+from efspurge import filepurge
+from efspurge.filepurge import FileResults, FileRules
 
 _HEADER = struct.Struct("!I")
 _PEAK = struct.Struct("Q")  # KiB
@@ -94,7 +94,7 @@ def _run_jobs(fds: list[int], jobs: list[FileJob], slots: int | None, rules: Fil
     used = 0
     for fd, job in zip(fds, jobs, strict=True):
         left = None if slots is None else slots - used
-        result = fsops.purge_files(fd, job.names, rules, left, job.rel_dir)
+        result = filepurge.purge_files(fd, job.names, rules, left, job.rel_dir)
         used += result.slots_used
         results.append(result)
     return results
