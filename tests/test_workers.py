@@ -4,13 +4,19 @@ for ever, and every reply must reach the batch it belongs to."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from conftest import EFSPURGE, final, make_file, purge, run_cli, snapshot
+
+from efspurge.filepurge import FileRules
+from efspurge.plan import StopFlag
+from efspurge.workers import FileJob, WorkerPool
 
 
 def long_named_files(root: Path, count: int) -> tuple[set[str], set[str]]:
@@ -84,3 +90,106 @@ def test_the_command_exits_with_every_line_written(tmp_path):
     lines = out.read_text().splitlines()
     assert sum("Deleted file" in line for line in lines) == 1_500 == 3_000 - len(os.listdir(root))
     assert "Deleted, by age" in lines[-6] and lines[-1].startswith("└")
+
+
+# --- the pipeline under cancellation (the walk aborting, a caller's timeout around the API) ---
+
+
+def slow_expired(st: os.stat_result) -> bool:
+    time.sleep(0.02)  # a 20-file batch takes ~0.4 s in the worker
+    return True
+
+
+@pytest.fixture
+def one_worker(tmp_path):
+    """One worker process, and directories a (20 files), b (7) and c (200), all 'expired'."""
+    for name, count in (("a", 20), ("b", 7), ("c", 200)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            (tmp_path / name / f"f{i:03d}").touch()
+    rules = FileRules(
+        is_expired=slow_expired,
+        timestamp=lambda st: st.st_mtime_ns,
+        age_edges=[],
+        dry_run=False,
+        stopped=StopFlag(),
+    )
+    pool = WorkerPool(1, rules)
+    yield tmp_path, pool
+    pool.close()
+
+
+async def batch(pool: WorkerPool, root: Path, name: str):
+    fd = os.open(root / name, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        names = sorted(os.listdir(root / name))
+        return await pool.workers[0].run([fd], [FileJob(names, name)], None)
+    finally:
+        os.close(fd)
+
+
+async def two_in_flight(pool: WorkerPool, root: Path, second: str = "b"):
+    first = asyncio.create_task(batch(pool, root, "a"))
+    await asyncio.sleep(0.1)
+    then = asyncio.create_task(batch(pool, root, second))
+    await asyncio.sleep(0.1)  # a runs in the worker, the second waits on the socket
+    return first, then
+
+
+def test_a_cancelled_batch_never_takes_another_batchs_reply(one_worker):
+    root, pool = one_worker
+
+    async def main():
+        first, then = await two_in_flight(pool, root)
+        first.cancel()  # cancelled while waiting for its own reply
+        return await asyncio.gather(first, then, return_exceptions=True)
+
+    first, then = asyncio.run(main())
+    assert isinstance(first, asyncio.CancelledError)
+    assert then[0].scanned == then[0].purged == 7  # b's own reply, not a's
+    assert not os.listdir(root / "b")
+
+
+def test_cancelling_the_later_batch_keeps_the_earlier_ones_results(one_worker):
+    root, pool = one_worker
+
+    async def main():
+        first, then = await two_in_flight(pool, root)
+        then.cancel()
+        return await asyncio.gather(first, then, return_exceptions=True)
+
+    first, then = asyncio.run(main())
+    assert isinstance(then, asyncio.CancelledError)
+    assert first[0].purged == 20 and not os.listdir(root / "a")
+
+
+def test_cancelling_every_batch_is_a_clean_cancellation(one_worker):
+    root, pool = one_worker
+
+    async def main():
+        first, then = await two_in_flight(pool, root)
+        first.cancel()
+        then.cancel()  # what a TaskGroup does when the walk aborts
+        return await asyncio.gather(first, then, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+
+
+def test_closing_the_pool_stops_a_batch_nobody_will_read(one_worker):
+    # Both batches abandoned, then the pool closed: the queued batch of 200 files must not run
+    # on, unrecorded; it ends at its next check of the stop flag (every 64 files).
+    root, pool = one_worker
+
+    async def main():
+        first, then = await two_in_flight(pool, root, second="c")
+        # The loop is busy elsewhere (a long listing step) while a's reply arrives: the worker
+        # has moved on to c when the walk is cancelled.
+        time.sleep(0.6)
+        first.cancel()
+        then.cancel()
+        await asyncio.gather(first, then, return_exceptions=True)
+        pool.close()
+
+    asyncio.run(main())
+    assert len(os.listdir(root / "c")) >= 200 - 64

@@ -1,5 +1,6 @@
 """``python -m efspurge``."""
 
-from efspurge.cli import entry
+if __name__ == "__main__":
+    from efspurge.cli import entry
 
-entry()
+    entry()

@@ -37,7 +37,7 @@ from efspurge.stats import (
 )
 from efspurge.tree import DirNode
 from efspurge.walker import Walker
-from efspurge.workers import PIPELINE_DEPTH, WorkerPool
+from efspurge.workers import WorkerPool
 
 METRICS_DEADLINE_SECONDS = 15.0  # the whole publication (textfile and push) at most
 
@@ -231,7 +231,7 @@ class Run:
             io_threads=self.plan.concurrency,
             processes=self.plan.workers + 1,
             max_ops_per_second_effective=self.plan.ops_per_second,
-            max_in_flight=self.plan.concurrency + self.plan.workers * PIPELINE_DEPTH,
+            max_in_flight=self.walker.max_in_flight,
             cutoff=datetime.fromtimestamp(
                 (self.now_ns - round(self.settings.max_age_days * 86400e9)) / 1e9, UTC
             ).isoformat()

@@ -25,7 +25,9 @@ import pickle
 import signal
 import socket
 import struct
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
@@ -103,42 +105,95 @@ def _run_jobs(fds: list[int], jobs: list[FileJob], slots: int | None, rules: Fil
 class Worker:
     """One worker process, seen from the parent. Up to :data:`PIPELINE_DEPTH` batches are in
     flight: the next one waits on the socket while the worker runs the current one, so the
-    worker does not sit idle while the parent's loop gets round to sending it more."""
+    worker does not sit idle while the parent's loop gets round to sending it more.
 
-    __slots__ = ("_reply_turn", "_send_lock", "in_flight", "pid", "sock")
+    One reader task takes the replies off the socket, in the order the batches were sent, and
+    hands each to its batch's future: a batch whose task is cancelled (the walk aborting, a
+    caller's timeout around the Python API) never leaves its reply for the next batch to read.
+    A send or a read that ends half-way leaves the stream unframed: the worker is then broken,
+    and every batch still waiting on it, or offered to it later, fails instead of reading out
+    of step."""
+
+    __slots__ = ("_reader", "_replies", "_send_lock", "broken", "in_flight", "pid", "sock")
 
     def __init__(self, pid: int, sock: socket.socket) -> None:
         self.pid = pid
         self.sock = sock
         self.in_flight = 0
+        self.broken: Exception | None = None
         self._send_lock: asyncio.Lock | None = None
-        self._reply_turn: asyncio.Future[None] | None = None  # the last batch's reply read
+        self._replies: deque[asyncio.Future[Any]] = deque()  # one per batch sent, in order
+        self._reader: asyncio.Task[None] | None = None
 
     async def run(self, fds: list[int], jobs: list[FileJob], slots: int | None):
-        """Send one batch and wait for its results (the loop stays free meanwhile). Replies
-        come back in the order the batches were sent: each waits for the one before."""
+        """Send one batch and wait for its results (the loop stays free meanwhile)."""
         loop = asyncio.get_running_loop()
         if self._send_lock is None:
             self._send_lock = asyncio.Lock()
             self.sock.setblocking(False)
         async with self._send_lock:
-            # Never a blocking send: with batches queued the worker may be busy, and it must
-            # be able to send its reply while the parent is still sending the next batch.
-            await _send_async(loop, self.sock, (jobs, slots), fds)
-            before, mine = self._reply_turn, loop.create_future()
-            self._reply_turn = mine
-        try:
-            if before is not None:
-                await before
-            head = await _read_exact(loop, self.sock, _HEADER.size)
-            (size,) = _HEADER.unpack(head)
-            reply = pickle.loads(await _read_exact(loop, self.sock, size))
-        finally:
-            mine.set_result(None)
-        if isinstance(reply, BaseException):
-            raise reply
-        results: list[FileResults] = reply
+            if self.broken is not None:
+                raise self.broken
+            try:
+                # Never a blocking send: with batches queued the worker may be busy, and it
+                # must be able to send its reply while the parent is still sending the next.
+                await _send_async(loop, self.sock, (jobs, slots), fds)
+            except BaseException:
+                self._break(RuntimeError(f"worker {self.pid}: a send was interrupted"))
+                raise
+            reply = loop.create_future()
+            reply.add_done_callback(_retrieve)
+            self._replies.append(reply)
+            if self._reader is None or self._reader.done():
+                self._reader = loop.create_task(self._read_replies())
+        # Shielded: cancelling this task leaves the reply to the reader, in its place.
+        result = await asyncio.shield(reply)
+        if isinstance(result, BaseException):
+            raise result
+        results: list[FileResults] = result
         return results
+
+    async def _read_replies(self) -> None:
+        """Read replies while batches wait for one; then end (a later batch starts another)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._replies:
+                (size,) = _HEADER.unpack(await _read_exact(loop, self.sock, _HEADER.size))
+                reply = pickle.loads(await _read_exact(loop, self.sock, size))
+                waiting = self._replies.popleft()
+                if not waiting.done():
+                    waiting.set_result(reply)
+        except asyncio.CancelledError:
+            self._break(RuntimeError(f"worker {self.pid}: reading its replies was cancelled"))
+            raise
+        except Exception as exc:  # the worker exited, or the stream is corrupt
+            self._break(exc)
+
+    @property
+    def replies_due(self) -> int:
+        """Batches sent whose replies have not been read yet."""
+        return len(self._replies)
+
+    def abandon(self) -> None:
+        """The run is over: stop reading replies (before the socket is closed under them)."""
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+            with contextlib.suppress(RuntimeError, ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+
+    def _break(self, exc: Exception) -> None:
+        self.broken = exc
+        while self._replies:
+            waiting = self._replies.popleft()
+            if not waiting.done():
+                waiting.set_exception(exc)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a reply's outcome as seen: a batch whose task was cancelled never reads it, and
+    asyncio would log "exception was never retrieved" for a broken worker's."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def _send_async(
@@ -183,6 +238,7 @@ class WorkerPool:
 
     def __init__(self, count: int, rules: FileRules) -> None:
         self.workers: list[Worker] = []
+        self._stop = getattr(rules.stopped, "set", None)  # the run's shared stop flag
         self._pids: list[int] = []
         # Each worker leaves its own memory here when it exits (the parent reports the sum).
         self._peaks = mmap.mmap(-1, _PEAK.size * max(1, count))
@@ -198,7 +254,8 @@ class WorkerPool:
             self.workers.append(Worker(pid, parent_end))
 
     def idle(self) -> Worker | None:
-        """The least loaded worker that can take one more batch, if any."""
+        """The least loaded worker that can take one more batch, if any (a broken one is
+        offered too: its batch fails at once, and the run stops as an internal error)."""
         free = [w for w in self.workers if w.in_flight < PIPELINE_DEPTH]
         return min(free, key=lambda w: w.in_flight) if free else None
 
@@ -219,7 +276,13 @@ class WorkerPool:
         if not self.workers:
             return
         self._pids = [worker.pid for worker in self.workers]
+        abandoned = any(w.replies_due or w.broken for w in self.workers)
+        if abandoned and self._stop is not None:
+            # Batches abandoned mid-walk (the walk was cancelled): nobody will read what they
+            # did, so they must not go on deleting. Each ends at its next check of the flag.
+            self._stop()
         for worker in self.workers:
+            worker.abandon()
             worker.sock.close()
         for worker in self.workers:
             with contextlib.suppress(ChildProcessError):
