@@ -3,6 +3,8 @@ on loopback, and real misbehaving HTTP servers for the push deadline."""
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import json
 import logging
 import math
@@ -14,6 +16,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -421,6 +424,100 @@ def test_push_failure_is_logged_and_fails_the_run_only_when_asked(tmp_path):
     assert any(r["message"] == "Could not push metrics to the Pushgateway" for r in lenient.log)
     strict = purge(tmp_path, pushgateway=dead, fail_on_push_error=True)
     assert strict.code == 6
+
+
+class ForwardProxy:
+    """A real HTTP proxy on loopback: forwards absolute-URI requests to their server and
+    answers CONNECT with 403 (enough to see the tunnel asked for). Records what it saw."""
+
+    def __init__(self) -> None:
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_CONNECT(self) -> None:
+                seen.append(("CONNECT", self.path, self.headers.get("Proxy-Authorization")))
+                self.send_error(403)
+
+            def forward(self) -> None:
+                seen.append((self.command, self.path, self.headers.get("Proxy-Authorization")))
+                target = urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                conn = http.client.HTTPConnection(target.netloc, timeout=10)
+                headers = {k: v for k, v in self.headers.items() if k != "Proxy-Authorization"}
+                path = target.path + (f"?{target.query}" if target.query else "")
+                conn.request(self.command, path, body=body, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_PUT = do_POST = do_GET = do_DELETE = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    server = ForwardProxy()
+    yield server
+    server.close()
+
+
+def test_the_push_goes_through_the_proxy_of_the_environment(tmp_path, pushgateway, proxy):
+    # Pods often reach the outside only through HTTP(S)_PROXY: the push must use it, as curl
+    # and urllib do, with the proxy's credentials, and the metrics must arrive.
+    root = tmp_path / "root"
+    build(root)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("http_proxy", proxy.url.replace("http://", "http://ops:s%40cret@"))
+        run = purge(root, pushgateway=pushgateway, push_label=("instance=via-proxy",))
+    assert run.code == 0 and published(run) is True
+    assert proxy.seen and all(
+        method in ("PUT", "POST") and url.startswith(f"{pushgateway}/metrics/job/efspurge/")
+        for method, url, _ in proxy.seen
+    )
+    assert proxy.seen and all(auth == "Basic b3BzOnNAY3JldA==" for _, _, auth in proxy.seen)
+    group = {"job": "efspurge", "instance": "via-proxy", "dry_run": "false"}
+    assert (
+        value(scrape(pushgateway), "efspurge_last_run_files_deleted", **group)
+        == (run.stats["files_purged"])
+    )
+
+
+def test_no_proxy_sends_the_push_straight_to_the_pushgateway(tmp_path, pushgateway, proxy):
+    root = tmp_path / "root"
+    build(root)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("http_proxy", proxy.url)
+        env.setenv("no_proxy", "localhost,127.0.0.1")
+        run = purge(root, pushgateway=pushgateway)
+    assert run.code == 0 and published(run) is True
+    assert proxy.seen == []
+
+
+def test_an_https_pushgateway_is_reached_through_a_connect_tunnel(tmp_path, proxy):
+    # The proxy refuses the tunnel (403): the push fails, and what it asked for is a CONNECT
+    # to the Pushgateway's host and port, the credentials with it.
+    make_file(tmp_path / "old", old=True)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("https_proxy", proxy.url.replace("http://", "http://ops:pw@"))
+        run = purge(tmp_path, pushgateway="https://push.example.internal:9443")
+    assert run.code == 0 and published(run) is False
+    assert proxy.seen == [("CONNECT", "push.example.internal:9443", "Basic b3BzOnB3")]
 
 
 def test_grouping_key():
