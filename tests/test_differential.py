@@ -4,7 +4,8 @@ Random trees (old and new files, old and young directories, empty ones, symlinks
 caps, selections and the young-directory rail. The simplest mode, one process and one thread,
 is the model; every other mode runs on an identical copy of the tree and must delete the same
 files, remove the same directories and report the same counts: --processes 2 and 3, many
-threads with tiny batches, the dry run, and 2-4 shards run one after the other (in-process) or
+threads with tiny batches, worker processes with threads of their own (a network
+filesystem's shape), the dry run, and 2-4 shards run one after the other (in-process) or
 at the same time (separate processes, as an Indexed Job's pods would).
 
 Where a cap binds, which files or directories are taken first depends on the order of the
@@ -190,6 +191,12 @@ def test_every_mode_gives_the_same_result(
             "two processes": {**capped, "processes": 2},
             "three processes": {**capped, "processes": 3},
             "threads": {**capped, "processes": 1, "io_threads": 4, "task_batch_size": 2},
+            "workers with threads": {
+                **capped,
+                "processes": 3,
+                "io_threads": 3,
+                "task_batch_size": 2,
+            },
             "dry run": {**capped, "processes": 2, "dry_run": True},
         }
         for name, options in modes.items():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from efspurge import mounts
-from efspurge.plan import choose_io_threads
+from efspurge import mounts, plan
+from efspurge.plan import choose_io_threads, choose_processes
 from efspurge.settings import Settings
 
 SAMPLE = """\
@@ -47,6 +47,20 @@ def test_io_threads_follow_the_filesystem_and_the_ceiling():
     assert choose_io_threads(Settings(path="/x", max_concurrency=40), "nfs4") == 40
     assert choose_io_threads(Settings(path="/x", io_threads=8), "tmpfs") == 8
     assert choose_io_threads(Settings(path="/x", io_threads=500, max_concurrency=100), None) == 100
+
+
+def test_a_network_filesystem_gets_several_processes_sharing_the_threads(monkeypatch):
+    base = Settings(path="/x")
+    monkeypatch.setattr(plan, "available_cpus", lambda: 2)
+    assert choose_processes(base, "nfs4") == 4 and choose_processes(base, "tmpfs") == 2
+    # The threads are shared out, and --max-concurrency bounds the calls of all processes.
+    assert choose_io_threads(base, "nfs4", processes=4) == 64
+    assert choose_io_threads(Settings(path="/x", max_concurrency=40), "nfs4", processes=4) == 10
+    assert choose_io_threads(Settings(path="/x", io_threads=8), "nfs4", processes=4) == 8
+    assert choose_io_threads(Settings(path="/x", max_concurrency=2), "nfs4", processes=4) == 1
+    assert choose_processes(Settings(path="/x", processes=1), "nfs4") == 1
+    monkeypatch.setattr(plan, "available_cpus", lambda: 1)
+    assert choose_processes(base, "nfs4") == 1 and choose_processes(base, "tmpfs") == 1
 
 
 def test_this_machine():

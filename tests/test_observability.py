@@ -161,8 +161,9 @@ def test_age_report_counts_every_selected_file_even_when_unlink_fails(tmp_path, 
 
 
 def test_progress_reports_the_bound_on_batches_in_flight(tmp_path):
-    # in_flight can reach one batch per thread and two per worker process (pipelined), so the
-    # record gives that bound next to the threads, the same figure as the start record's.
+    # in_flight can reach one batch per thread, and per worker process one per thread of its
+    # own and one more (pipelined), so the record gives that bound next to the threads, the
+    # same figure as the start record's.
     root = tmp_path / "root"
     for i in range(200):
         make_file(root / f"d{i % 4}" / f"f{i:03d}", old=True)
@@ -172,5 +173,5 @@ def test_progress_reports_the_bound_on_batches_in_flight(tmp_path):
     start = next(r for r in records(printed) if r["message"] == "Starting purge operation")
     progress = next(r for r in records(printed) if r["message"] == "Progress")["extra_fields"]
     assert progress["concurrency"] == 3
-    assert progress["max_in_flight"] == 3 + 2 * 2 == start["extra_fields"]["max_in_flight"]
+    assert progress["max_in_flight"] == 3 + 2 * (3 + 1) == start["extra_fields"]["max_in_flight"]
     assert 0 <= progress["in_flight"] <= progress["max_in_flight"]

@@ -1,6 +1,7 @@
-"""Worker processes (--processes N): batches are pipelined, two in flight per worker. A batch
-and its reply can each be far larger than a socket's buffer; neither side may wait on the other
-for ever, and every reply must reach the batch it belongs to."""
+"""Worker processes (--processes N): batches are pipelined, one more in flight per worker than
+it has threads. A batch and its reply can each be far larger than a socket's buffer; neither
+side may wait on the other for ever, and every reply must reach the batch it belongs to, in
+whatever order a worker with threads answers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -51,10 +53,12 @@ def test_large_batches_and_replies_in_flight_together(tmp_path, processes):
     assert stats["files_scanned"] == len(old) + len(young)
 
 
+@pytest.mark.parametrize("threads", [1, 4])
 @pytest.mark.parametrize("cap", [1, 999, 1000, 1001, 2500])
-def test_max_delete_is_exact_with_batches_in_flight(tmp_path, cap):
-    # Two batches per worker hold --max-delete slots at once: what one does not use goes back
-    # to the other files, and the cap is never passed nor missed.
+def test_max_delete_is_exact_with_batches_in_flight(tmp_path, cap, threads):
+    # Several batches per worker hold --max-delete slots at once (two with one thread, five
+    # with four: a network filesystem's shape): what one does not use goes back to the other
+    # files, and the cap is never passed nor missed.
     root = tmp_path / "root"
     root.mkdir()
     for d in range(4):
@@ -62,7 +66,7 @@ def test_max_delete_is_exact_with_batches_in_flight(tmp_path, cap):
         for i in range(1_000):
             make_file(root / f"d{d}" / f"f{i:04d}", old=i % 4 != 0)
     before = len(os.listdir(root / "d0")) * 4
-    run = purge(root, processes=3, dry_run=False, max_delete=cap)
+    run = purge(root, processes=3, io_threads=threads, dry_run=False, max_delete=cap)
     left = sum(len(os.listdir(root / f"d{d}")) for d in range(4))
     assert before - left == cap == run.stats["files_purged"]
     assert run.stats["stop_reason"] == "max_delete"
@@ -193,3 +197,43 @@ def test_closing_the_pool_stops_a_batch_nobody_will_read(one_worker):
 
     asyncio.run(main())
     assert len(os.listdir(root / "c")) >= 200 - 64
+
+
+# --- workers with threads (a network filesystem): batches run at once, answered in any order ---
+
+
+def test_a_worker_with_threads_runs_its_batches_at_once_and_each_reply_finds_its_batch(tmp_path):
+    # Each batch's first age test waits at a barrier for the other batch's: run one after
+    # the other, the first would wait alone until the barrier breaks (an error reply). b is
+    # the shorter, so its reply tends to come first: each reply must reach its own batch.
+    for name, count in (("a", 300), ("b", 10)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            (tmp_path / name / f"f{i:03d}").touch()
+    meet = threading.Barrier(2, timeout=10)
+    waited = threading.local()
+
+    def expired_together(st: os.stat_result) -> bool:
+        if not getattr(waited, "done", False):
+            waited.done = True
+            meet.wait()
+        return True
+
+    rules = FileRules(
+        is_expired=expired_together,
+        timestamp=lambda st: st.st_mtime_ns,
+        age_edges=[],
+        dry_run=False,
+        stopped=StopFlag(),
+    )
+    pool = WorkerPool(1, rules, threads=2)
+    try:
+
+        async def main():
+            return await asyncio.gather(batch(pool, tmp_path, "a"), batch(pool, tmp_path, "b"))
+
+        a, b = asyncio.run(main())
+    finally:
+        pool.close()
+    assert (a[0].scanned, a[0].purged, b[0].scanned, b[0].purged) == (300, 300, 10, 10)
+    assert not os.listdir(tmp_path / "a") and not os.listdir(tmp_path / "b")

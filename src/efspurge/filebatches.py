@@ -79,14 +79,13 @@ class FileBatches:
         return unit
 
     def _worker_unit(self, worker) -> Callable[[], Any]:
-        """Batches of several directories' files for a worker process, with their descriptors."""
+        """Batches of several directories' files for a worker process, with their descriptors
+        (one directory's files per batch when the worker has threads: each batch then waits on
+        its own round trips, in its own thread)."""
         batch: list[tuple[DirNode, list[str]]] = []
         total = 0
-        while (
-            self.state.files
-            and len(batch) < MAX_FDS_PER_BATCH
-            and total < self.state.plan.chunk_size
-        ):
+        most = MAX_FDS_PER_BATCH if self.pool.threads == 1 else 1
+        while self.state.files and len(batch) < most and total < self.state.plan.chunk_size:
             node, names = self.state.files[0]
             if node.fd is None:
                 break

@@ -34,8 +34,13 @@ class Listing:
         self.state = state
         self.completion = completion
         self.file_batches = file_batches
+        self.running = 0  # listing steps in flight
 
     def listing_unit(self) -> Callable[[], Any] | None:
+        if self.running >= self.state.plan.concurrency:
+            # Every thread of this process lists already: more would only queue for one,
+            # holding descriptors and the slots that worker processes' file batches need.
+            return None
         top = self.state.stack[-1]
         if top.fd is None and top.parent is not None and top.parent.fd is None:
             # Its parent's descriptor was closed to stay in budget: reopen it first.
@@ -112,8 +117,15 @@ class Listing:
 
         # The lstat and open of a new directory, and a first listing read.
         estimate = sum(2 * (node.fd is None) + (node.listing is None) for node in nodes)
+        self.running += 1
 
         async def unit() -> None:
+            try:
+                await step()
+            finally:
+                self.running -= 1
+
+        async def step() -> None:
             if not await self.state.throttle(estimate):
                 for node, need in zip(nodes, reserved, strict=True):
                     self._apply_step(node, need, None)

@@ -24,10 +24,17 @@ from efspurge.settings import Settings
 from efspurge.shard import Shard, child_key
 from efspurge.stats import age_edges
 
-# Threads on a network filesystem when --io-threads is auto (never above --max-concurrency).
-# Measured on slowfs (PERFORMANCE.md): past a few hundred, two cores are saturated by the GIL
-# and the FUSE round trips, and more threads only add contention.
+# Threads on a network filesystem when --io-threads is auto, shared out between the processes
+# (never above --max-concurrency). Measured on slowfs (PERFORMANCE.md): past a few hundred,
+# two cores are saturated by the GIL and the FUSE round trips, and more threads only add
+# contention.
 NETWORK_IO_THREADS = 256
+# Processes on a network filesystem when --processes is auto (with 2 CPUs or more). Threads
+# waiting on round trips all pass one GIL per process; split into a few crowds, each call costs
+# far less CPU (measured on slowfs: the deleting phase of the EFS-like tree took 0.67-0.78 s
+# with 1 process x 100 threads, 0.46-0.56 s with 2 x 50, 0.37-0.41 s with 4 x 25, 8 x 13 or
+# 16 x 7: PERFORMANCE.md, "GIL crowds").
+NETWORK_PROCESSES = 4
 # Files per batch sent to a worker process (--processes): big enough that a batch's hand-off
 # costs little per file, small enough that the workers share a big directory evenly.
 PROCESS_CHUNK_SIZE = 1000
@@ -94,7 +101,9 @@ class WalkPlan:
         return self.file_rules if self.inline_files else None
 
 
-def choose_io_threads(settings: Settings, fs_type: str | None) -> int:
+def choose_io_threads(settings: Settings, fs_type: str | None, processes: int = 1) -> int:
+    """Threads in each process. --max-concurrency bounds them all together: the calls in
+    flight in the whole run, as in the reference."""
     if settings.io_threads is not None:
         wanted = settings.io_threads
     elif mounts.is_local(fs_type):
@@ -102,18 +111,19 @@ def choose_io_threads(settings: Settings, fs_type: str | None) -> int:
         # (measured: 2 threads are 2x slower than 1 on tmpfs).
         wanted = 1
     else:
-        wanted = NETWORK_IO_THREADS
-    return max(1, min(wanted, settings.max_concurrency))
+        wanted = NETWORK_IO_THREADS // processes
+    return max(1, min(wanted, settings.max_concurrency // processes))
 
 
 def choose_processes(settings: Settings, fs_type: str | None) -> int:
     """Processes sharing the work: 'auto' is 2 on a local filesystem with 2 or more CPUs (the
-    work is CPU-bound there), else 1 (a network filesystem waits on round trips: threads)."""
+    work is CPU-bound there), NETWORK_PROCESSES on a network one (each a crowd of threads
+    waiting on round trips), and 1 with a single CPU."""
     if settings.processes is not None:
         return settings.processes
-    if mounts.is_local(fs_type) and available_cpus() >= 2:
-        return 2
-    return 1
+    if available_cpus() < 2:
+        return 1
+    return 2 if mounts.is_local(fs_type) else NETWORK_PROCESSES
 
 
 def available_cpus() -> int:
@@ -146,9 +156,9 @@ def raise_fd_limit() -> int:
 
 
 def _chunk_size(batch: int, threads: int, workers: int) -> int:
-    if workers:
-        return min(batch, PROCESS_CHUNK_SIZE)
-    return batch if threads == 1 else min(batch, NETWORK_CHUNK_SIZE)
+    if threads > 1:
+        return min(batch, NETWORK_CHUNK_SIZE)
+    return min(batch, PROCESS_CHUNK_SIZE) if workers else batch
 
 
 def fd_budget(limit: int) -> int:
@@ -169,8 +179,9 @@ def build_plan(
     fd_limit: int | None = None,
 ) -> WalkPlan:
     policy = AgePolicy.from_days(settings.max_age_days, now_ns=now_ns, age_by=settings.age_by)
-    threads = choose_io_threads(settings, fs_type)
-    workers = choose_processes(settings, fs_type) - 1
+    processes = choose_processes(settings, fs_type)
+    threads = choose_io_threads(settings, fs_type, processes)
+    workers = processes - 1
     ops = settings.max_ops_per_second / settings.shard_count
     sizes = _batch_sizes(settings.task_batch_size, threads, workers, ops)
     shard = Shard(settings.shard_index, settings.shard_count) if settings.shard_count > 1 else None

@@ -110,7 +110,9 @@ class Run:
         # Worker processes are forked first: before any thread exists, before the signal
         # handlers (a worker must not inherit them).
         self.pool = (
-            WorkerPool(self.plan.workers, self.plan.file_rules) if self.plan.workers else None
+            WorkerPool(self.plan.workers, self.plan.file_rules, self.plan.concurrency)
+            if self.plan.workers
+            else None
         )
         self.walker = Walker(self.plan, self.root_node, self.counts, self.events, self.pool)
         try:

@@ -8,9 +8,9 @@ completion and descriptor housekeeping they all use (:mod:`efspurge.completion`)
 the run's handle on the walk (:mod:`efspurge.run`): stop, pause discovery, statistics.
 
 Concurrency: an ``asyncio.Semaphore`` bounds the batches in flight: one per thread of the
-loop's default executor (see :mod:`efspurge.run`) and two per worker process (the one it runs
-and the next, queued on its socket: :mod:`efspurge.workers`), so a batch never waits for a
-free thread and a worker never waits for its next batch. Each
+loop's default executor (see :mod:`efspurge.run`) and, per worker process, one per thread of
+its own and one more, queued on its socket (:mod:`efspurge.workers`), so a batch never waits
+for a free thread and a worker never waits for its next batch. Each
 dispatched batch is an asyncio task of one ``TaskGroup``, so nothing outlives the walk; a
 batch that fails with an exception (a bug) stops the run as an internal error (exit 3).
 
@@ -50,7 +50,7 @@ class Walker:
         pool: WorkerPool | None = None,
     ):
         self.state = WalkState(plan, root, counts, events)
-        # Batches in flight: one per thread of the pool, and PIPELINE_DEPTH per worker process.
+        # Batches in flight: one per thread of the pool, and the workers' depth each.
         self.max_in_flight = plan.concurrency + (pool.capacity if pool else 0)
         self.slots = asyncio.Semaphore(self.max_in_flight)
         self.completion = Completion(self.state)

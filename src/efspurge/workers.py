@@ -13,6 +13,12 @@ the worker works in the very directory the parent opened and checked, never by p
 are forked before any thread exists, inherit the rules (plain data and closures), share the
 stop flag through an anonymous shared mapping, and ignore SIGINT/SIGTERM: a signal sent to the
 whole process group (systemd, some container runtimes) is the parent's to handle, once.
+
+On a network filesystem each worker runs its batches in a thread pool of its own (the
+``--io-threads`` of every process): each process has its own GIL, so the threads waiting on
+round trips are split into a few small crowds instead of one big one, which costs far less CPU
+per call (PERFORMANCE.md, "GIL crowds"). Batches then carry a sequence number, and a worker
+answers each as soon as it is done, in any order.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import pickle
 import signal
 import socket
 import struct
-from collections import deque
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +44,6 @@ from efspurge.filepurge import FileResults, FileRules
 _HEADER = struct.Struct("!I")
 _PEAK = struct.Struct("Q")  # KiB
 MAX_FDS_PER_BATCH = 64  # directories in one message (SCM_RIGHTS allows up to 253)
-PIPELINE_DEPTH = 2  # batches in flight per worker: the one it runs and the next
 
 
 @dataclass(slots=True)
@@ -68,27 +74,60 @@ def _recv_exact(sock: socket.socket, size: int, first: bytes = b"") -> bytes:
     return b"".join(chunks)
 
 
-def _serve(sock: socket.socket, rules: FileRules) -> None:
-    """A worker's whole life: receive a batch with its descriptors, purge, answer."""
-    while True:
-        try:
-            # The header alone: the parent may already have queued the next batch behind this
-            # one, and its bytes (and descriptors) must stay on the socket for the next read.
-            data, fds, _, _ = socket.recv_fds(sock, _HEADER.size, MAX_FDS_PER_BATCH)
-        except OSError:
-            return
-        if not data:
-            return  # the parent closed its end: the run is over
-        (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, data))
-        jobs, slots = pickle.loads(_recv_exact(sock, size))
-        try:
-            reply: object = _run_jobs(fds, jobs, slots, rules)
-        except BaseException as exc:  # reported to the parent as an internal error
-            reply = RuntimeError(f"worker {os.getpid()}: {exc!r}")
-        finally:
-            for fd in fds:
-                os.close(fd)
-        _send(sock, reply)
+def _serve(sock: socket.socket, rules: FileRules, threads: int) -> None:
+    """A worker's whole life: receive batches with their descriptors, purge, answer each.
+
+    With one thread, each batch runs as it arrives. With more, each runs in the worker's
+    thread pool and is answered from there (one send at a time), while this thread goes on
+    receiving; the pool is drained before the worker exits."""
+    pool = ThreadPoolExecutor(threads, "efspurge-worker") if threads > 1 else None
+    send_lock = threading.Lock()
+    try:
+        while (batch := _receive(sock)) is not None:
+            if pool is None:
+                _answer(sock, send_lock, rules, *batch)
+            else:
+                pool.submit(_answer, sock, send_lock, rules, *batch)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _receive(sock: socket.socket) -> tuple[list[int], int, list[FileJob], int | None] | None:
+    """The next batch: (descriptors, sequence number, jobs, slots); None once the parent
+    closed its end (the run is over)."""
+    try:
+        # The header alone: the parent may already have queued the next batch behind this
+        # one, and its bytes (and descriptors) must stay on the socket for the next read.
+        data, fds, _, _ = socket.recv_fds(sock, _HEADER.size, MAX_FDS_PER_BATCH)
+    except OSError:
+        return None
+    if not data:
+        return None
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, data))
+    seq, jobs, slots = pickle.loads(_recv_exact(sock, size))
+    return fds, seq, jobs, slots
+
+
+def _answer(
+    sock: socket.socket,
+    send_lock: threading.Lock,
+    rules: FileRules,
+    fds: list[int],
+    seq: int,
+    jobs: list[FileJob],
+    slots: int | None,
+) -> None:
+    """Run one batch and send its results (or the error, for the parent to report)."""
+    try:
+        reply: object = _run_jobs(fds, jobs, slots, rules)
+    except BaseException as exc:  # reported to the parent as an internal error
+        reply = RuntimeError(f"worker {os.getpid()}: {exc!r}")
+    finally:
+        for fd in fds:
+            os.close(fd)
+    with send_lock:
+        _send(sock, (seq, reply))
 
 
 def _run_jobs(fds: list[int], jobs: list[FileJob], slots: int | None, rules: FileRules):
@@ -103,18 +142,27 @@ def _run_jobs(fds: list[int], jobs: list[FileJob], slots: int | None, rules: Fil
 
 
 class Worker:
-    """One worker process, seen from the parent. Up to :data:`PIPELINE_DEPTH` batches are in
-    flight: the next one waits on the socket while the worker runs the current one, so the
+    """One worker process, seen from the parent. Up to one batch more than it has threads is
+    in flight: the next one waits on the socket while the worker runs the current ones, so the
     worker does not sit idle while the parent's loop gets round to sending it more.
 
-    One reader task takes the replies off the socket, in the order the batches were sent, and
-    hands each to its batch's future: a batch whose task is cancelled (the walk aborting, a
-    caller's timeout around the Python API) never leaves its reply for the next batch to read.
+    One reader task takes the replies off the socket and hands each to the future of the batch
+    whose sequence number it carries: a batch whose task is cancelled (the walk aborting, a
+    caller's timeout around the Python API) never leaves its reply for another batch to read.
     A send or a read that ends half-way leaves the stream unframed: the worker is then broken,
     and every batch still waiting on it, or offered to it later, fails instead of reading out
     of step."""
 
-    __slots__ = ("_reader", "_replies", "_send_lock", "broken", "in_flight", "pid", "sock")
+    __slots__ = (
+        "_reader",
+        "_replies",
+        "_send_lock",
+        "_sent",
+        "broken",
+        "in_flight",
+        "pid",
+        "sock",
+    )
 
     def __init__(self, pid: int, sock: socket.socket) -> None:
         self.pid = pid
@@ -122,7 +170,8 @@ class Worker:
         self.in_flight = 0
         self.broken: Exception | None = None
         self._send_lock: asyncio.Lock | None = None
-        self._replies: deque[asyncio.Future[Any]] = deque()  # one per batch sent, in order
+        self._replies: dict[int, asyncio.Future[Any]] = {}  # sequence number -> its batch
+        self._sent = 0  # batches sent: the next one's sequence number
         self._reader: asyncio.Task[None] | None = None
 
     async def run(self, fds: list[int], jobs: list[FileJob], slots: int | None):
@@ -137,13 +186,15 @@ class Worker:
             try:
                 # Never a blocking send: with batches queued the worker may be busy, and it
                 # must be able to send its reply while the parent is still sending the next.
-                await _send_async(loop, self.sock, (jobs, slots), fds)
+                seq = self._sent
+                await _send_async(loop, self.sock, (seq, jobs, slots), fds)
             except BaseException:
                 self._break(RuntimeError(f"worker {self.pid}: a send was interrupted"))
                 raise
+            self._sent += 1
             reply = loop.create_future()
             reply.add_done_callback(_retrieve)
-            self._replies.append(reply)
+            self._replies[seq] = reply
             if self._reader is None or self._reader.done():
                 self._reader = loop.create_task(self._read_replies())
         # Shielded: cancelling this task leaves the reply to the reader, in its place.
@@ -159,8 +210,10 @@ class Worker:
         try:
             while self._replies:
                 (size,) = _HEADER.unpack(await _read_exact(loop, self.sock, _HEADER.size))
-                reply = pickle.loads(await _read_exact(loop, self.sock, size))
-                waiting = self._replies.popleft()
+                seq, reply = pickle.loads(await _read_exact(loop, self.sock, size))
+                waiting = self._replies.pop(seq, None)
+                if waiting is None:
+                    raise RuntimeError(f"worker {self.pid}: a reply to no batch ({seq})")
                 if not waiting.done():
                     waiting.set_result(reply)
         except asyncio.CancelledError:
@@ -183,8 +236,8 @@ class Worker:
 
     def _break(self, exc: Exception) -> None:
         self.broken = exc
-        while self._replies:
-            waiting = self._replies.popleft()
+        waiting_batches, self._replies = list(self._replies.values()), {}
+        for waiting in waiting_batches:
             if not waiting.done():
                 waiting.set_exception(exc)
 
@@ -234,9 +287,12 @@ async def _read_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, size
 
 
 class WorkerPool:
-    """The forked workers, and which of them is idle."""
+    """The forked workers, and which of them is idle. Each runs ``threads`` batches at once
+    (1 on a local disk) and holds one more, queued on its socket."""
 
-    def __init__(self, count: int, rules: FileRules) -> None:
+    def __init__(self, count: int, rules: FileRules, threads: int = 1) -> None:
+        self.threads = threads
+        self.depth = threads + 1  # batches in flight per worker: those it runs and the next
         self.workers: list[Worker] = []
         self._stop = getattr(rules.stopped, "set", None)  # the run's shared stop flag
         self._pids: list[int] = []
@@ -249,20 +305,20 @@ class WorkerPool:
                 parent_end.close()
                 for other in self.workers:
                     other.sock.close()
-                _become_worker(child_end, rules, self._peaks, index)
+                _become_worker(child_end, rules, self._peaks, index, threads)
             child_end.close()
             self.workers.append(Worker(pid, parent_end))
 
     def idle(self) -> Worker | None:
         """The least loaded worker that can take one more batch, if any (a broken one is
         offered too: its batch fails at once, and the run stops as an internal error)."""
-        free = [w for w in self.workers if w.in_flight < PIPELINE_DEPTH]
+        free = [w for w in self.workers if w.in_flight < self.depth]
         return min(free, key=lambda w: w.in_flight) if free else None
 
     @property
     def capacity(self) -> int:
         """Batches the workers can hold at once."""
-        return len(self.workers) * PIPELINE_DEPTH
+        return len(self.workers) * self.depth
 
     def memory_mb(self) -> float:
         """The workers' own memory (USS at their exit) added up, once they are closed."""
@@ -290,7 +346,9 @@ class WorkerPool:
         self.workers = []
 
 
-def _become_worker(sock: socket.socket, rules: FileRules, peaks: mmap.mmap, index: int):
+def _become_worker(
+    sock: socket.socket, rules: FileRules, peaks: mmap.mmap, index: int, threads: int
+) -> None:
     code = 0
     try:
         # The parent's loop routes signals through a wake-up descriptor that this process
@@ -298,7 +356,7 @@ def _become_worker(sock: socket.socket, rules: FileRules, peaks: mmap.mmap, inde
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _serve(sock, rules)
+        _serve(sock, rules, threads)
     except BaseException:
         code = 3
     finally:
