@@ -237,3 +237,29 @@ def test_a_worker_with_threads_runs_its_batches_at_once_and_each_reply_finds_its
         pool.close()
     assert (a[0].scanned, a[0].purged, b[0].scanned, b[0].purged) == (300, 300, 10, 10)
     assert not os.listdir(tmp_path / "a") and not os.listdir(tmp_path / "b")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_reply_that_cannot_be_sent_fails_its_batch_instead_of_hanging(tmp_path, threads):
+    # A manifest line that pickle cannot carry: the worker cannot send the reply. Its batch
+    # must fail (the run stops as an internal error), not wait for ever for a reply.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").touch()
+    rules = FileRules(
+        is_expired=lambda st: True,
+        timestamp=lambda st: st.st_mtime_ns,
+        age_edges=[],
+        dry_run=True,
+        write_manifest=lambda rel, st: lambda: rel,  # not a string: cannot be pickled
+        stopped=StopFlag(),
+    )
+    pool = WorkerPool(1, rules, threads=threads)
+    try:
+
+        async def main():
+            return await asyncio.wait_for(batch(pool, tmp_path, "a"), timeout=20)
+
+        with pytest.raises((EOFError, RuntimeError, ConnectionError)):
+            asyncio.run(main())
+    finally:
+        pool.close()

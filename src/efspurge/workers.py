@@ -127,7 +127,14 @@ def _answer(
         for fd in fds:
             os.close(fd)
     with send_lock:
-        _send(sock, (seq, reply))
+        try:
+            _send(sock, (seq, reply))
+        except BaseException:
+            # A reply that cannot be sent (or only in part) must not leave its batch waiting
+            # for ever: the parent sees the end of the stream, and the run stops as an error.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            raise
 
 
 def _run_jobs(fds: list[int], jobs: list[FileJob], slots: int | None, rules: FileRules):
