@@ -120,6 +120,7 @@ def test_the_section_only_holds_commands_this_test_knows():
             ["python", "benchmarks/bench.py"],
             ["python", "benchmarks/suite.py"],
             ["python", "benchmarks/ratelimit.py"],
+            ["python", "benchmarks/gilcrowds.py"],
         ), f"PERFORMANCE.md 'Run it yourself' has a command this test does not run: {argv}"
     assert any(argv[1:2] == ["benchmarks/suite.py"] for argv in COMMANDS)
 
@@ -132,7 +133,9 @@ def test_the_section_only_holds_commands_this_test_knows():
 def test_documented_command_runs_with_tiny_trees(argv, tmp_path):
     command = shlex.join(argv)
     argv = list(argv)
-    needs_slowfs = "--slowfs" in argv or argv[1].endswith(("suite.py", "ratelimit.py"))
+    needs_slowfs = "--slowfs" in argv or argv[1].endswith(
+        ("suite.py", "ratelimit.py", "gilcrowds.py")
+    )
     if needs_slowfs and (problem := slowfs_problem()):
         pytest.skip(problem)
     if argv[1].endswith("suite.py") and os.geteuid() != 0:
@@ -151,7 +154,10 @@ def test_documented_command_runs_with_tiny_trees(argv, tmp_path):
     if argv[1].endswith("ratelimit.py") and result.returncode == 3:
         pytest.skip(result.stderr.strip())  # efspurge has no --max-ops-per-second yet
     assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    assert "| efspurge" in result.stdout or "efspurge" in result.stdout
+    if argv[1].endswith("gilcrowds.py"):  # processes x threads, without efspurge
+        assert "| 4x25 |" in result.stdout
+    else:
+        assert "| efspurge" in result.stdout or "efspurge" in result.stdout
 
 
 def test_a_missing_slowfs_is_a_clear_error(tmp_path):

@@ -31,9 +31,9 @@ from efspurge.stats import age_edges
 NETWORK_IO_THREADS = 256
 # Processes on a network filesystem when --processes is auto (with 2 CPUs or more). Threads
 # waiting on round trips all pass one GIL per process; split into a few crowds, each call costs
-# far less CPU (measured on slowfs: the deleting phase of the EFS-like tree took 0.67-0.78 s
-# with 1 process x 100 threads, 0.46-0.56 s with 2 x 50, 0.37-0.41 s with 4 x 25, 8 x 13 or
-# 16 x 7: PERFORMANCE.md, "GIL crowds").
+# far less CPU (benchmarks/gilcrowds.py on slowfs, the EFS-like tree's deleting phase: 1 x 100
+# threads 1.12 s wall and 1.13 s CPU, 2 x 50 0.86 s and 0.85 s, 4 x 25 0.69 s and 0.56 s,
+# 8 x 13 0.78 s and 0.61 s: PERFORMANCE.md, "GIL crowds").
 NETWORK_PROCESSES = 4
 # Files per batch sent to a worker process (--processes): big enough that a batch's hand-off
 # costs little per file, small enough that the workers share a big directory evenly.
