@@ -99,6 +99,18 @@ def test_the_command_exits_with_every_line_written(tmp_path):
 # --- the pipeline under cancellation (the walk aborting, a caller's timeout around the API) ---
 
 
+def file_rules(is_expired, dry_run: bool = False, **more) -> FileRules:
+    """The rules of a worker under test: this age test, no age report."""
+    return FileRules(
+        is_expired=is_expired,
+        timestamp=lambda st: st.st_mtime_ns,
+        age_edges=[],
+        dry_run=dry_run,
+        stopped=StopFlag(),
+        **more,
+    )
+
+
 def slow_expired(st: os.stat_result) -> bool:
     time.sleep(0.02)  # a 20-file batch takes ~0.4 s in the worker
     return True
@@ -111,14 +123,7 @@ def one_worker(tmp_path):
         (tmp_path / name).mkdir()
         for i in range(count):
             (tmp_path / name / f"f{i:03d}").touch()
-    rules = FileRules(
-        is_expired=slow_expired,
-        timestamp=lambda st: st.st_mtime_ns,
-        age_edges=[],
-        dry_run=False,
-        stopped=StopFlag(),
-    )
-    pool = WorkerPool(1, rules)
+    pool = WorkerPool(1, file_rules(slow_expired))
     yield tmp_path, pool
     pool.close()
 
@@ -219,14 +224,7 @@ def test_a_worker_with_threads_runs_its_batches_at_once_and_each_reply_finds_its
             meet.wait()
         return True
 
-    rules = FileRules(
-        is_expired=expired_together,
-        timestamp=lambda st: st.st_mtime_ns,
-        age_edges=[],
-        dry_run=False,
-        stopped=StopFlag(),
-    )
-    pool = WorkerPool(1, rules, threads=2)
+    pool = WorkerPool(1, file_rules(expired_together), threads=2)
     try:
 
         async def main():
@@ -245,14 +243,8 @@ def test_a_reply_that_cannot_be_sent_fails_its_batch_instead_of_hanging(tmp_path
     # must fail (the run stops as an internal error), not wait for ever for a reply.
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "f").touch()
-    rules = FileRules(
-        is_expired=lambda st: True,
-        timestamp=lambda st: st.st_mtime_ns,
-        age_edges=[],
-        dry_run=True,
-        write_manifest=lambda rel, st: lambda: rel,  # not a string: cannot be pickled
-        stopped=StopFlag(),
-    )
+    # A manifest line that is not a string: pickle cannot carry it.
+    rules = file_rules(lambda st: True, dry_run=True, write_manifest=lambda rel, st: lambda: rel)
     pool = WorkerPool(1, rules, threads=threads)
     try:
 
