@@ -36,7 +36,7 @@ HELP = {
     "progress_interval": "seconds between progress records (0 = none; default: 30)",
     "io_threads": "I/O threads in each process: 'auto' picks 1 on local filesystems and 256 on "
     "network ones, shared out between the processes; all processes' threads together never "
-    "more than --max-concurrency (default: auto)",
+    "more than --max-concurrency, but at least one per process (default: auto)",
     "processes": "processes sharing the work of one run (N-1 worker processes delete the files "
     "the walk lists; every decision stays in one place): 'auto' picks 2 on a local "
     "filesystem and 4 on a network one with 2 or more CPUs, else 1 (default: auto)",
