@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -255,3 +256,75 @@ def test_a_reply_that_cannot_be_sent_fails_its_batch_instead_of_hanging(tmp_path
             asyncio.run(main())
     finally:
         pool.close()
+
+
+def test_a_fast_reply_finds_its_batch_even_before_the_send_returns(tmp_path, monkeypatch):
+    # A worker with threads can answer a small batch before the parent's task resumes after
+    # sending it (the loop is busy, the send ended in a partial write). Here the gap is made
+    # wide on purpose: the reply must still reach its batch, not break the worker.
+    from efspurge import workers
+
+    for name in ("y", "b"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "y" / "slow").write_text("1234567")  # y stays in the worker: replies are due
+    for i in range(3):
+        (tmp_path / "b" / f"f{i}").touch()
+
+    def expired(st: os.stat_result) -> bool:
+        if st.st_size == 7:
+            time.sleep(1.0)
+        return True
+
+    real_send = workers._send_async
+
+    async def late_send(*args):
+        await real_send(*args)
+        await asyncio.sleep(0.3)  # b's reply arrives meanwhile
+
+    monkeypatch.setattr(workers, "_send_async", late_send)
+    pool = WorkerPool(1, file_rules(expired), threads=4)
+    try:
+
+        async def main():
+            y = asyncio.create_task(batch(pool, tmp_path, "y"))
+            await asyncio.sleep(0.1)
+            b = await batch(pool, tmp_path, "b")
+            return await y, b
+
+        y, b = asyncio.run(main())
+    finally:
+        pool.close()
+    assert (y[0].purged, b[0].purged) == (1, 3)
+    assert not os.listdir(tmp_path / "b") and not os.listdir(tmp_path / "y")
+
+
+SLOW_BATCHES = """
+import sys, time
+from efspurge import cli, filepurge
+purge_files = filepurge.purge_files
+def slow(*args, **kwargs):  # a slow network filesystem: batches pile up in the workers
+    time.sleep(0.2)
+    return purge_files(*args, **kwargs)
+filepurge.purge_files = slow
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_workers_with_threads_fit_ulimit_64(tmp_path):
+    # Each chunk in flight is a descriptor in the worker (one per batch, even for chunks of
+    # the same directory); 64 threads per worker would hold 65 of them and the kernel would
+    # drop some in transit under `ulimit -n 64`. The walk's descriptor budget bounds them.
+    root = tmp_path / "root"
+    for d in range(4):
+        for i in range(2_000):
+            make_file(root / f"d{d}" / f"f{i:04d}", old=i % 4 != 0)
+    args = ["--processes", "2", "--io-threads", "64", "--task-batch-size", "50", "--no-dry-run"]
+    result = subprocess.run(
+        ["prlimit", "--nofile=64:64", sys.executable, "-c", SLOW_BATCHES, str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert final(result.stdout)["files_purged"] == 6_000
+    assert sum(len(os.listdir(root / f"d{d}")) for d in range(4)) == 2_000

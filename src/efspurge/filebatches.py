@@ -26,7 +26,7 @@ from efspurge.completion import Completion
 from efspurge.stats import StopReason
 from efspurge.tree import DirNode
 from efspurge.walkstate import WalkState
-from efspurge.workers import MAX_FDS_PER_BATCH, FileJob, WorkerPool
+from efspurge.workers import FileJob, WorkerPool
 
 
 class FileBatches:
@@ -84,7 +84,7 @@ class FileBatches:
         its own round trips, in its own thread)."""
         batch: list[tuple[DirNode, list[str]]] = []
         total = 0
-        most = MAX_FDS_PER_BATCH if self.pool.threads == 1 else 1
+        most = self.pool.dirs_per_batch
         while self.state.files and len(batch) < most and total < self.state.plan.chunk_size:
             node, names = self.state.files[0]
             if node.fd is None:

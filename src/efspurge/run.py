@@ -110,7 +110,9 @@ class Run:
         # Worker processes are forked first: before any thread exists, before the signal
         # handlers (a worker must not inherit them).
         self.pool = (
-            WorkerPool(self.plan.workers, self.plan.file_rules, self.plan.concurrency)
+            WorkerPool(
+                self.plan.workers, self.plan.file_rules, self.plan.concurrency, self.plan.fd_budget
+            )
             if self.plan.workers
             else None
         )

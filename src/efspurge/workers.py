@@ -138,6 +138,11 @@ def _answer(
 
 
 def _run_jobs(fds: list[int], jobs: list[FileJob], slots: int | None, rules: FileRules):
+    if len(fds) != len(jobs):
+        raise RuntimeError(
+            f"{len(fds)} directory descriptors arrived for {len(jobs)} directories: the "
+            "descriptor limit (ulimit -n) dropped some in transit"
+        )
     results = []
     used = 0
     for fd, job in zip(fds, jobs, strict=True):
@@ -190,20 +195,22 @@ class Worker:
         async with self._send_lock:
             if self.broken is not None:
                 raise self.broken
-            try:
-                # Never a blocking send: with batches queued the worker may be busy, and it
-                # must be able to send its reply while the parent is still sending the next.
-                seq = self._sent
-                await _send_async(loop, self.sock, (seq, jobs, slots), fds)
-            except BaseException:
-                self._break(RuntimeError(f"worker {self.pid}: a send was interrupted"))
-                raise
+            # Registered before it is sent: a worker with threads may answer it before this
+            # task resumes after the send, and the reader must find whose reply it is.
+            seq = self._sent
             self._sent += 1
             reply = loop.create_future()
             reply.add_done_callback(_retrieve)
             self._replies[seq] = reply
             if self._reader is None or self._reader.done():
                 self._reader = loop.create_task(self._read_replies())
+            try:
+                # Never a blocking send: with batches queued the worker may be busy, and it
+                # must be able to send its reply while the parent is still sending the next.
+                await _send_async(loop, self.sock, (seq, jobs, slots), fds)
+            except BaseException:
+                self._break(RuntimeError(f"worker {self.pid}: a send was interrupted"))
+                raise
         # Shielded: cancelling this task leaves the reply to the reader, in its place.
         result = await asyncio.shield(reply)
         if isinstance(result, BaseException):
@@ -295,11 +302,23 @@ async def _read_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, size
 
 class WorkerPool:
     """The forked workers, and which of them is idle. Each runs ``threads`` batches at once
-    (1 on a local disk) and holds one more, queued on its socket."""
+    (1 on a local disk) and holds one more, queued on its socket.
 
-    def __init__(self, count: int, rules: FileRules, threads: int = 1) -> None:
+    Every directory of a batch in flight is a descriptor in the worker's own table
+    (``SCM_RIGHTS`` gives it a copy, one per batch even for chunks of the same directory), so
+    a worker holds at most ``fd_cap`` of them at once: the walk's own descriptor budget, which
+    fits any ``ulimit -n`` of 64 or more. With threads, a batch is one directory's chunk."""
+
+    def __init__(
+        self, count: int, rules: FileRules, threads: int = 1, fd_cap: int = MAX_FDS_PER_BATCH * 2
+    ) -> None:
         self.threads = threads
-        self.depth = threads + 1  # batches in flight per worker: those it runs and the next
+        if threads > 1:
+            self.depth = max(1, min(threads + 1, fd_cap))  # those it runs and the next
+            self.dirs_per_batch = 1
+        else:
+            self.depth = 2  # the batch it runs and the next
+            self.dirs_per_batch = max(1, min(MAX_FDS_PER_BATCH, fd_cap // 2))
         self.workers: list[Worker] = []
         self._stop = getattr(rules.stopped, "set", None)  # the run's shared stop flag
         self._pids: list[int] = []
