@@ -328,3 +328,55 @@ def test_workers_with_threads_fit_ulimit_64(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert final(result.stdout)["files_purged"] == 6_000
     assert sum(len(os.listdir(root / f"d{d}")) for d in range(4)) == 2_000
+
+
+SLOW_UNLINKS = """
+import sys, time
+from efspurge import cli, fsops
+unlink_file = fsops.unlink_file
+def slow(*args):  # 2 ms a file: a network filesystem's round trip
+    time.sleep(0.002)
+    unlink_file(*args)
+fsops.unlink_file = slow
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_stop_when_the_parent_is_killed(tmp_path):
+    # SIGKILL (the OOM killer, `timeout -s KILL`) leaves no parent to record anything: the
+    # workers' queued batches must not go on deleting. Each batch in flight stops at its next
+    # check (every 64 files), so at most 4 threads x 64 files go after the kill.
+    root = tmp_path / "root"
+    for d in range(2):
+        for i in range(3_000):
+            make_file(root / f"d{d}" / f"f{i:04d}", old=True)
+    args = ["--processes", "2", "--io-threads", "4", "--task-batch-size", "500", "--no-dry-run"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_UNLINKS, str(root), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.5)  # started, and batches queued in the worker
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            workers = [int(pid) for pid in f.read().split()]
+        left_at_kill = sum(len(os.listdir(root / f"d{d}")) for d in range(2))
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers and not any(_alive(pid) for pid in workers)
+    finally:
+        proc.kill()
+    assert 0 < left_at_kill < 6_000
+    left = sum(len(os.listdir(root / f"d{d}")) for d in range(2))
+    assert left_at_kill - left <= 4 * 64

@@ -33,7 +33,7 @@ import socket
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psutil
@@ -372,6 +372,14 @@ class WorkerPool:
         self.workers = []
 
 
+def _stop_with_parent(rules: FileRules) -> FileRules:
+    """The rules with a stop check that also ends when the parent is gone (SIGKILL, the OOM
+    killer, a second signal): its batches then stop at their next check, instead of deleting
+    what nobody will record, past the run's time budget."""
+    parent, stopped = os.getppid(), rules.stopped
+    return replace(rules, stopped=lambda: stopped() or os.getppid() != parent)
+
+
 def _become_worker(
     sock: socket.socket, rules: FileRules, peaks: mmap.mmap, index: int, threads: int
 ) -> None:
@@ -382,7 +390,7 @@ def _become_worker(
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _serve(sock, rules, threads)
+        _serve(sock, _stop_with_parent(rules), threads)
     except BaseException:
         code = 3
     finally:
