@@ -380,3 +380,34 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path):
     assert 0 < left_at_kill < 6_000
     left = sum(len(os.listdir(root / f"d{d}")) for d in range(2))
     assert left_at_kill - left <= 4 * 64
+
+
+@pytest.mark.parametrize(("threads", "until_stop"), [(1, 64), (4, 8)])
+def test_a_stop_ends_a_batch_at_its_next_check(tmp_path, threads, until_stop):
+    # The stop flag is read every 64 files with one thread (a local disk: microseconds a
+    # file) and every 8 with threads (each file a round trip): a stop asked at the first file
+    # ends the batch at the next check, and the files after it stay.
+    from dataclasses import replace
+
+    from efspurge import filepurge
+    from efspurge.plan import build_plan
+    from efspurge.settings import Settings
+
+    for i in range(200):
+        make_file(tmp_path / f"f{i:03d}", old=True)
+    settings = Settings(path=str(tmp_path), io_threads=threads, processes=1, dry_run=False)
+    plan = build_plan(settings, str(tmp_path), os.stat(tmp_path), "nfs4", time.time_ns())
+    is_expired = plan.file_rules.is_expired
+
+    def expired_and_stop(st: os.stat_result) -> bool:
+        plan.stop.set()  # SIGTERM arrives while the batch runs
+        return is_expired(st)
+
+    rules = replace(plan.file_rules, is_expired=expired_and_stop)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        result = filepurge.purge_files(fd, sorted(os.listdir(tmp_path)), rules, None, None)
+    finally:
+        os.close(fd)
+    assert result.purged == until_stop and result.kept
+    assert len(os.listdir(tmp_path)) == 200 - until_stop
