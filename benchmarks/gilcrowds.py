@@ -15,7 +15,10 @@ phase and the CPU time of the processes doing it, per shape: the medians over th
 This is the measurement behind `--processes auto` being 4 on a network filesystem
 (PERFORMANCE.md, "GIL crowds"): the calls in flight are the same in every shape (one per
 directory, since a directory's unlinks wait for its lock anyway); only the number of threads
-that share one GIL changes. Needs root (FUSE) and slowfs (--slowfs-dir or $SLOWFS_DIR).
+that share one GIL changes. `--phase list` times the listing instead, from cold caches: the
+directories above the leaves are listed first (not timed), then the 100 leaf directories are
+read (`scandir`, the entry types as efspurge reads them) by P processes of T threads.
+Needs root (FUSE) and slowfs (--slowfs-dir or $SLOWFS_DIR).
 With EFSPURGE_BENCH_TINY=1 (the tests), a tree of a few dozen files and one round.
 """
 
@@ -56,16 +59,28 @@ def purge_dir(item: tuple[str, list[str]], cutoff: float) -> None:
         os.close(fd)
 
 
-def delete_phase(dirs: list[tuple[str, list[str]]], processes: int, threads: int) -> tuple:
-    """(wall seconds, CPU seconds) of deleting with `processes` x `threads`."""
-    cutoff = time.time() - bench.AGE_DAYS * 86400
+def list_dir(path: str) -> int:
+    with os.scandir(path) as entries:
+        return sum(1 for entry in entries if not entry.is_dir(follow_symlinks=False))
+
+
+def unlisted_leaves(root: Path, depth: int) -> list[str]:
+    """The directories `depth` levels below root, found by listing only the levels above."""
+    level = [str(root)]
+    for _ in range(depth):
+        level = [entry.path for path in level for entry in os.scandir(path) if entry.is_dir()]
+    return level
+
+
+def timed_phase(work, items: list, processes: int, threads: int) -> tuple:
+    """(wall seconds, CPU seconds) of `work` over `items` with `processes` x `threads`."""
     before, start = os.times(), time.perf_counter()
     children = []
     for index in range(processes):
         pid = os.fork()
         if pid == 0:
             with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda d: purge_dir(d, cutoff), dirs[index::processes]))
+                list(pool.map(work, items[index::processes]))
             os._exit(0)
         children.append(pid)
     for pid in children:
@@ -77,7 +92,7 @@ def delete_phase(dirs: list[tuple[str, list[str]]], processes: int, threads: int
     return wall, cpu
 
 
-def measure(slowfs: Path, work: Path, shape: str, scenario) -> tuple[float, float]:
+def measure(slowfs: Path, work: Path, shape: str, scenario, phase: str) -> tuple[float, float]:
     processes, threads = (int(n) for n in shape.split("x"))
     backing, mount = work / "backing", work / "mnt"
     shutil.rmtree(backing, ignore_errors=True)
@@ -90,8 +105,12 @@ def measure(slowfs: Path, work: Path, shape: str, scenario) -> tuple[float, floa
         capture_output=True,
     )
     try:
+        if phase == "list":
+            leaves = unlisted_leaves(mount / "tree", scenario.params[1])
+            return timed_phase(list_dir, leaves, processes, threads)
+        cutoff = time.time() - bench.AGE_DAYS * 86400
         dirs = leaf_dirs(mount / "tree")
-        return delete_phase(dirs, processes, threads)
+        return timed_phase(lambda d: purge_dir(d, cutoff), dirs, processes, threads)
     finally:
         subprocess.run([str(slowfs / "umount.sh"), str(mount)], capture_output=True)
 
@@ -101,6 +120,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/dev/shm/gilcrowds"))
     parser.add_argument("--shapes", default="1x100,2x50,4x25,8x13,16x7")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--phase", choices=["delete", "list"], default="delete")
     parser.add_argument("--slowfs-dir", type=Path)
     args = parser.parse_args()
     slowfs = bench.find_slowfs(args.slowfs_dir)
@@ -111,8 +131,8 @@ def main() -> None:
     runs: dict[str, list[tuple[float, float]]] = {shape: [] for shape in shapes}
     for _ in range(args.rounds):
         for shape in shapes:  # interleaved: a slower minute hits every shape alike
-            runs[shape].append(measure(slowfs, args.work, shape, scenario))
-    print("| processes x threads | deleting phase, wall (s) | CPU (s) | rounds |")
+            runs[shape].append(measure(slowfs, args.work, shape, scenario, args.phase))
+    print(f"| processes x threads | {args.phase} phase, wall (s) | CPU (s) | rounds |")
     print("|---|---|---|---|")
     for shape, results in runs.items():
         wall = statistics.median(r[0] for r in results)
