@@ -760,3 +760,60 @@ def test_needs_engine_memory_limit_zero_never_pauses(tmp_path):
     stats = final(result.stdout)
     assert stats["memory_backpressure_events"] == 0
     assert not [r for r in records(result.stdout) if r["level"] == "WARNING"]
+
+
+# --- the memory guard: over the limit, discovery pauses and the run still ends right -------
+
+
+def _guard_tree(root: Path) -> set[str]:
+    """Nested directories of old and young files; returns what a purge must leave."""
+    left = set()
+    for d in range(6):
+        for s in range(4):
+            for f in range(15):
+                make_file(root / f"d{d}/s{s}/old{f}.log", old=True)
+                young = make_file(root / f"d{d}/s{s}/new{f}.log", old=False)
+                left.add("file:" + str(young.relative_to(root)))
+            left.add(f"dir:d{d}/s{s}")
+        left.add(f"dir:d{d}")
+    return left
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--processes", "1"], ["--processes", "1", "--io-threads", "4", "--task-batch-size", "7"]],
+    ids=["defaults", "one-process", "threads"],
+)
+def test_memory_guard_over_the_limit_pauses_discovery_and_deletes_the_same(tmp_path, args):
+    # Every process is bigger than 1 MB, so the guard's first sample is over the limit: it
+    # pauses discovery for the whole run. The walk must still finish (listing goes on one
+    # step at a time when nothing else runs) and delete exactly what a run without a limit
+    # deletes.
+    root = tmp_path / "root"
+    expected = _guard_tree(root)
+    result = run_cli(
+        str(root), "--memory-limit-mb", "1", "--progress-interval", "0.01", *args, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert snapshot(root) == expected
+    stats = final(result.stdout)
+    assert stats["files_purged"] == 360 and stats["errors"] == 0
+    assert stats["memory_backpressure_events"] >= 1
+    lines = records(result.stdout)
+    warnings = [r for r in lines if r["message"].startswith("Memory over the limit")]
+    assert warnings and warnings[0]["level"] == "WARNING"
+    assert warnings[0]["extra_fields"]["limit_mb"] == 1
+    assert warnings[0]["extra_fields"]["rss_mb"] > 1
+    progress = [r["extra_fields"] for r in lines if r["message"] == "Progress"]
+    assert progress and all(p["discovery_paused"] for p in progress)
+
+
+def test_memory_guard_under_the_limit_never_pauses(tmp_path):
+    root = tmp_path / "root"
+    expected = _guard_tree(root)
+    result = run_cli(str(root), "--memory-limit-mb", "4096", "--progress-interval", "0.01")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(root) == expected
+    assert final(result.stdout)["memory_backpressure_events"] == 0
+    progress = [r["extra_fields"] for r in records(result.stdout) if r["message"] == "Progress"]
+    assert not any(p["discovery_paused"] for p in progress)
