@@ -365,9 +365,17 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(1.5)  # started, and batches queued in the worker
-        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-            workers = [int(pid) for pid in f.read().split()]
+        # Wait until the workers are deleting (started, batches queued in them), however
+        # slow the machine, then a little more.
+        workers: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                workers = [int(pid) for pid in f.read().split()]
+            if workers and sum(len(os.listdir(root / f"d{d}")) for d in range(2)) < 6_000:
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
         left_at_kill = sum(len(os.listdir(root / f"d{d}")) for d in range(2))
         proc.kill()
         proc.wait(timeout=10)
