@@ -77,3 +77,122 @@ def test_it_runs_inside_a_callers_event_loop(tmp_path):
 
     assert asyncio.run(caller())["files_purged"] == 2
     assert snapshot(tmp_path) == {"file:new.log", "dir:cache"}
+
+
+# --- keywords are checked as strictly as the command line's text ---------------------------
+
+
+def selection_tree(root):
+    make_file(root / "app.log", old=True)
+    make_file(root / "db.sqlite", old=True)
+    make_file(root / "keep" / "f", old=True)
+    make_file(root / ".snapshot" / "backup.tar", old=True)
+
+
+@pytest.mark.parametrize(
+    ("keywords", "named"),
+    [
+        ({"include": "*.log"}, "include: expected a list of strings"),  # not ['*', '.', ...]
+        ({"exclude_dir": ".snapshot"}, "exclude_dir: expected a list of strings"),
+        ({"exclude": ["keep/"]}, "exclude: 'keep/' ends with '/'"),
+        ({"dry_run": None}, "dry_run: must not be None"),  # not a falsy "real run"
+        ({"dry_run": "false"}, "dry_run: expected True or False"),
+        ({"dry_run": 0}, "dry_run: expected True or False"),
+        ({"remove_empty_dirs": "yes"}, "remove_empty_dirs: expected True or False"),
+        ({"one_file_system": "maybe"}, "one_file_system: expected True or False"),
+        ({"max_age_days": "abc"}, "max_age_days: expected a number"),
+        ({"max_age_days": None}, "max_age_days: must not be None"),
+        ({"max_concurrency": "10"}, "max_concurrency: expected a whole number"),
+        ({"max_concurrency": 1.5}, "max_concurrency: expected a whole number"),
+        ({"task_batch_size": 2.5}, "task_batch_size: expected a whole number"),
+        ({"log_level": "bogus"}, "log_level: expected one of DEBUG"),
+        ({"log_format": "xml"}, "log_format: expected one of auto"),
+        ({"age_by": "foo"}, "age_by: expected one of mtime"),
+        ({"max_runtime": "2x"}, "max_runtime: expected a duration"),
+        ({"keep_empty_dirs_newer_than": [1]}, "keep_empty_dirs_newer_than: expected seconds"),
+        ({"processes": 65}, "processes: must be 'auto' or between 1 and 64"),
+        ({"io_threads": 5000}, "io_threads: must be 'auto' or between 1 and 1024"),
+        ({"shard_count": 2}, "shard_index: required with shard_count above 1"),
+        ({"shard_count": 2, "shard_index": 2}, "shard_index: must be between 0 and 1"),
+    ],
+)
+def test_a_bad_keyword_value_is_refused_naming_it_and_nothing_is_touched(tmp_path, keywords, named):
+    selection_tree(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(SettingsError) as raised:
+        efspurge.AsyncPurger(str(tmp_path), **{"dry_run": False, **keywords})
+    assert str(raised.value).startswith(named)
+    assert "\n" not in str(raised.value)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("spelling", ["keep/", "./keep", "keep//", "{root}/keep"])
+def test_exclude_dir_spellings_are_read_as_on_the_command_line(tmp_path, spelling):
+    root = tmp_path / "root"
+    selection_tree(root)
+    purger = efspurge.AsyncPurger(
+        str(root),
+        dry_run=False,
+        log_level="ERROR",
+        include=["*.log", "f", "*.tar"],
+        exclude_dir=[spelling.format(root=root), ".snapshot"],
+    )
+    stats = asyncio.run(purger.purge())
+    assert stats["files_purged"] == 1 and stats["dirs_excluded"] == 2
+    assert snapshot(root) == {
+        "file:db.sqlite",
+        "dir:keep",
+        "file:keep/f",
+        "dir:.snapshot",
+        "file:.snapshot/backup.tar",
+    }
+
+
+def test_keyword_values_of_the_right_type_are_taken(tmp_path):
+    tree(tmp_path)
+    purger = efspurge.AsyncPurger(
+        tmp_path,
+        max_age_days=30,  # an int where the option is a number of days
+        log_level="warning",  # any case, as on the command line
+        max_runtime="1h30m",  # a duration as text, or seconds
+        keep_empty_dirs_newer_than=60,
+        io_threads="auto",
+        processes=None,
+        manifest=None,
+        include=("*.log", "*.bin"),
+        age_by="MTIME",
+    )
+    s = purger.settings
+    assert (s.log_level, s.max_runtime, s.keep_empty_dirs_newer_than) == ("WARNING", 5400.0, 60.0)
+    assert (s.io_threads, s.processes, s.age_by, s.include) == (
+        None,
+        None,
+        "mtime",
+        ("*.log", "*.bin"),
+    )
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_purge_from_a_thread_other_than_the_main_one(tmp_path, processes):
+    # An Airflow operator or a web handler may run it in a worker thread, where signal
+    # handlers cannot be installed: the run goes on without them.
+    import threading
+
+    tree(tmp_path)
+    out = {}
+
+    def work():
+        purger = efspurge.AsyncPurger(
+            str(tmp_path), dry_run=False, log_level="ERROR", processes=processes
+        )
+        try:
+            out["stats"] = asyncio.run(purger.purge())
+        except BaseException as exc:  # reported to the test below
+            out["error"] = exc
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=60)
+    assert "error" not in out, out.get("error")
+    assert out["stats"]["files_purged"] == 2
+    assert snapshot(tmp_path) == {"file:new.log", "dir:cache"}

@@ -135,6 +135,10 @@ def _bad(args, env=None):
         (["--task-batch-size", "0"], None, "--task-batch-size"),
         (["--max-empty-dirs-to-delete", "-1"], None, "--max-empty-dirs-to-delete"),
         (["--log-level", "LOUD"], None, "--log-level"),
+        # Each process is a fork of the walk: a typo must not take the machine down.
+        (["--processes", "100000"], None, "--processes: must be 'auto' or between 1 and 64"),
+        (["--processes", "99999999999999999999"], None, "--processes"),
+        (["--io-threads", "5000"], None, "--io-threads: must be 'auto' or between 1 and 1024"),
         ([], {"EFSPURGE_MAX_AGE_DAYS": "soon"}, "EFSPURGE_MAX_AGE_DAYS"),
         ([], {"EFSPURGE_REMOVE_EMPTY_DIRS": "perhaps"}, "EFSPURGE_REMOVE_EMPTY_DIRS"),
         ([], {"EFSPURGE_MAX_CONCURRENCY": "-3"}, "EFSPURGE_MAX_CONCURRENCY"),

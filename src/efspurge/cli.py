@@ -34,12 +34,13 @@ HELP = {
     "log_format": "json: JSON lines on stdout; text: readable lines, a live progress display "
     "and a summary; auto: text when stdout is a terminal, else json (default: auto)",
     "progress_interval": "seconds between progress records (0 = none; default: 30)",
-    "io_threads": "I/O threads in each process: 'auto' picks 1 on local filesystems and 256 on "
-    "network ones, shared out between the processes; all processes' threads together never "
-    "more than --max-concurrency, but at least one per process (default: auto)",
-    "processes": "processes sharing the work of one run (N-1 worker processes delete the files "
-    "the walk lists; every decision stays in one place): 'auto' picks 2 on a local "
-    "filesystem and 4 on a network one with 2 or more CPUs, else 1 (default: auto)",
+    "io_threads": "I/O threads in each process, at most 1024: 'auto' picks 1 on local "
+    "filesystems and 256 on network ones, shared out between the processes; all processes' "
+    "threads together never more than --max-concurrency, but at least one per process "
+    "(default: auto)",
+    "processes": "processes sharing the work of one run, at most 64 (N-1 worker processes "
+    "delete the files the walk lists; every decision stays in one place): 'auto' picks 2 on "
+    "a local filesystem and 4 on a network one with 2 or more CPUs, else 1 (default: auto)",
     "one_file_system": "never enter a directory on another filesystem than PATH (mount points "
     "are skipped and counted; default: on)",
     "max_delete": "stop after deleting this many files, with exit code 4; a dry run stops "

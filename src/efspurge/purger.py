@@ -81,21 +81,21 @@ class AsyncPurger:
         unknown = set(options) - _SETTING_NAMES
         if unknown:
             raise TypeError(f"AsyncPurger: unknown option(s) {', '.join(sorted(unknown))}")
-        from efspurge.settings import check_settings  # the same checks as the CLI's
+        from efspurge.resolve import resolve_keywords  # the same checks as the CLI's
 
-        self.settings = check_settings(
-            Settings(
-                path=str(root_path),
-                max_age_days=max_age_days,
-                max_concurrency=max_concurrency,
-                dry_run=dry_run,
-                log_level=log_level,
-                memory_limit_mb=memory_limit_mb,
-                task_batch_size=task_batch_size,
-                remove_empty_dirs=remove_empty_dirs,
-                max_empty_dirs_to_delete=max_empty_dirs_to_delete,
+        self.settings = resolve_keywords(
+            root_path,
+            {
+                "max_age_days": max_age_days,
+                "max_concurrency": max_concurrency,
+                "dry_run": dry_run,
+                "log_level": log_level,
+                "memory_limit_mb": memory_limit_mb,
+                "task_batch_size": task_batch_size,
+                "remove_empty_dirs": remove_empty_dirs,
+                "max_empty_dirs_to_delete": max_empty_dirs_to_delete,
                 **options,
-            )
+            },
         )
         self.stats: dict[str, object] | None = None
         self.exit_code: int | None = None

@@ -18,9 +18,14 @@ from efspurge.settings import (
     ENV_PREFIX,
     OPTIONS,
     PATH_ENV,
+    OptionSpec,
     Settings,
     SettingsError,
+    parse_bool,
+    parse_duration,
+    parse_float,
     parse_int,
+    parse_io_threads,
 )
 
 # Where Kubernetes Indexed Jobs and AWS Batch array jobs put each worker's index.
@@ -150,3 +155,92 @@ def _normalize_patterns(chosen: dict[str, Any], sources: dict[str, str], path: s
             )
         except ValueError as exc:
             raise SettingsError(f"{sources[field]}: {exc}") from None
+
+
+# --- the Python API: keywords, checked as strictly as the command line's text ---------------
+
+
+def resolve_keywords(root_path: str, values: Mapping[str, Any]) -> Settings:
+    """Settings from AsyncPurger's keywords: each value of the type its option takes (a bool
+    for a switch, never a truthy stand-in; a list of strings for a repeatable option), then
+    the command line's range checks and pattern spellings. Raises SettingsError naming the
+    keyword: a script with a bad value stops before anything is touched."""
+    chosen: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in OPTIONS:
+        if spec.field not in values:
+            continue
+        value = values[spec.field]
+        try:
+            value = _keyword_value(spec, value)
+        except ValueError as exc:
+            raise SettingsError(f"{spec.field}: {exc}") from None
+        if value is None:
+            continue  # None where the option means "auto" or "off"
+        problem = spec.check(value) if spec.check else None
+        if problem:
+            raise SettingsError(f"{spec.field}: {problem}")
+        chosen[spec.field] = value
+        sources[spec.field] = spec.field
+    count = chosen.get("shard_count", 1)
+    if count > 1 and "shard_index" not in chosen:
+        raise SettingsError("shard_index: required with shard_count above 1")
+    index = chosen.get("shard_index", 0)
+    if not 0 <= index < count:
+        raise SettingsError(f"shard_index: must be between 0 and {count - 1}, got {index}")
+    path = os.fspath(root_path)
+    if not isinstance(path, str) or not path.strip():
+        raise SettingsError(f"root_path: expected a non-empty path, got {root_path!r}")
+    _normalize_patterns(chosen, sources, path)
+    return Settings(path=path, **chosen)
+
+
+# Options whose default is "none" (auto, off): None is a value they take.
+_NONE_ALLOWED = frozenset(("io_threads", "processes", "manifest", "metrics_file", "pushgateway"))
+
+
+def _keyword_value(spec: OptionSpec, value: Any) -> Any:
+    """One keyword's value, as the option's type, or ValueError saying what was expected."""
+    if value is None:
+        if spec.field in _NONE_ALLOWED:
+            return None
+        raise ValueError("must not be None")
+    if spec.multiple:
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+            raise ValueError(
+                f"expected a list of strings, got {value!r} (one value: {spec.field}=[...])"
+            )
+        return tuple(_one_value(spec, item) for item in value)
+    return _one_value(spec, value)
+
+
+def _one_value(spec: OptionSpec, value: Any) -> Any:
+    parse = spec.parse
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if parse is parse_bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected True or False, got {value!r}")
+    if parse is parse_int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"expected a whole number, got {value!r}")
+    if parse is parse_io_threads:
+        if value == "auto":
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"expected 'auto' or a whole number, got {value!r}")
+    if parse is parse_float:
+        if is_number:
+            return float(value)
+        raise ValueError(f"expected a number, got {value!r}")
+    if parse is parse_duration:
+        if is_number:
+            return float(value)
+        if isinstance(value, str):
+            return parse_duration(value)
+        raise ValueError(f"expected seconds or a duration such as '1h30m', got {value!r}")
+    if isinstance(value, str):
+        return parse(value)  # the text options: levels, formats, patterns, paths, URLs
+    raise ValueError(f"expected a string, got {value!r}")

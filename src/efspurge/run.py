@@ -104,6 +104,7 @@ class Run:
         self.root_node = root_node
         self.guard: MemoryGuard | None = None
         self._signals = 0
+        self._handles_signals = False
         self._started = time.monotonic()
 
     async def execute(self) -> Outcome:
@@ -193,12 +194,18 @@ class Run:
     # --- signals --------------------------------------------------------------------------
 
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._on_signal, signum)
+        # Only the main thread receives signals (and only it may set their handlers): a run
+        # started from another thread (the Python API in a worker thread of the caller's) is
+        # stopped by --max-runtime or by its caller, not by SIGINT/SIGTERM.
+        self._handles_signals = threading.current_thread() is threading.main_thread()
+        if self._handles_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, self._on_signal, signum)
 
     def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        if self._handles_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
 
     def _take_early_signal(self) -> None:
         """A signal that arrived before the loop's handlers existed (see efspurge.signals)."""

@@ -231,8 +231,20 @@ def _at_least(minimum: int) -> Callable[[int], str | None]:
     return check
 
 
-def _optional_at_least_one(value: int | None) -> str | None:
-    return None if value is None or value >= 1 else f"must be 'auto' or at least 1, got {value}"
+# Upper bounds that no deployment needs and that a typo must not reach: every process is a
+# fork of the walk with descriptors and memory of its own (--processes 100000 would take the
+# machine down), and every thread a stack. --max-concurrency bounds the threads actually used.
+MAX_PROCESSES = 64
+MAX_IO_THREADS = 1024
+
+
+def _auto_or_between(maximum: int) -> Callable[[int | None], str | None]:
+    def check(value: int | None) -> str | None:
+        if value is None or 1 <= value <= maximum:
+            return None
+        return f"must be 'auto' or between 1 and {maximum}, got {value}"
+
+    return check
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,8 +275,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("log_level", parse_log_level),
     OptionSpec("log_format", parse_log_format),
     OptionSpec("progress_interval", parse_float, _finite_non_negative),
-    OptionSpec("io_threads", parse_io_threads, _optional_at_least_one),
-    OptionSpec("processes", parse_io_threads, _optional_at_least_one),
+    OptionSpec("io_threads", parse_io_threads, _auto_or_between(MAX_IO_THREADS)),
+    OptionSpec("processes", parse_io_threads, _auto_or_between(MAX_PROCESSES)),
     OptionSpec("one_file_system", parse_bool),
     OptionSpec("max_delete", parse_int, _at_least(0)),
     OptionSpec("max_runtime", parse_duration, _finite_non_negative),
@@ -285,20 +297,3 @@ OPTIONS: tuple[OptionSpec, ...] = (
 )
 # The variable for the root (the PATH argument).
 PATH_ENV = ENV_PREFIX + "PATH"
-
-
-def check_settings(settings: Settings) -> Settings:
-    """The range checks of every option, for a Settings built in Python (the API)."""
-    for spec in OPTIONS:
-        value = getattr(settings, spec.field)
-        if value is None or spec.check is None or (spec.multiple and not value):
-            continue
-        problem = spec.check(tuple(value) if spec.multiple else value)
-        if problem:
-            raise SettingsError(f"{spec.field}: {problem}")
-    if not 0 <= settings.shard_index < settings.shard_count:
-        raise SettingsError(
-            f"shard_index: must be between 0 and {settings.shard_count - 1}, "
-            f"got {settings.shard_index}"
-        )
-    return settings
