@@ -139,6 +139,9 @@ def _bad(args, env=None):
         (["--processes", "100000"], None, "--processes: must be 'auto' or between 1 and 64"),
         (["--processes", "99999999999999999999"], None, "--processes"),
         (["--io-threads", "5000"], None, "--io-threads: must be 'auto' or between 1 and 1024"),
+        # Written only at the end: a path that can never be written is refused up front.
+        (["--metrics-file", "/"], None, "--metrics-file: cannot write '/': it is a directory"),
+        (["--metrics-file", "/no/such/dir/m.prom"], None, "--metrics-file: cannot write"),
         ([], {"EFSPURGE_MAX_AGE_DAYS": "soon"}, "EFSPURGE_MAX_AGE_DAYS"),
         ([], {"EFSPURGE_REMOVE_EMPTY_DIRS": "perhaps"}, "EFSPURGE_REMOVE_EMPTY_DIRS"),
         ([], {"EFSPURGE_MAX_CONCURRENCY": "-3"}, "EFSPURGE_MAX_CONCURRENCY"),

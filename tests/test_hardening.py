@@ -781,7 +781,7 @@ def _guard_tree(root: Path) -> set[str]:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["--processes", "1"], ["--processes", "1", "--io-threads", "4", "--task-batch-size", "7"]],
+    [[], ["--processes", "1"], ["--processes", "1", "--io-threads", "4"]],
     ids=["defaults", "one-process", "threads"],
 )
 def test_memory_guard_over_the_limit_pauses_discovery_and_deletes_the_same(tmp_path, args):
@@ -791,9 +791,9 @@ def test_memory_guard_over_the_limit_pauses_discovery_and_deletes_the_same(tmp_p
     # deletes.
     root = tmp_path / "root"
     expected = _guard_tree(root)
-    result = run_cli(
-        str(root), "--memory-limit-mb", "1", "--progress-interval", "0.01", *args, timeout=60
-    )
+    # Batches of one entry: a run long enough for several progress records.
+    slow = ["--task-batch-size", "1", "--progress-interval", "0.01"]
+    result = run_cli(str(root), "--memory-limit-mb", "1", *slow, *args, timeout=120)
     assert result.returncode == 0, result.stderr
     assert snapshot(root) == expected
     stats = final(result.stdout)
@@ -811,7 +811,8 @@ def test_memory_guard_over_the_limit_pauses_discovery_and_deletes_the_same(tmp_p
 def test_memory_guard_under_the_limit_never_pauses(tmp_path):
     root = tmp_path / "root"
     expected = _guard_tree(root)
-    result = run_cli(str(root), "--memory-limit-mb", "4096", "--progress-interval", "0.01")
+    slow = ["--task-batch-size", "1", "--progress-interval", "0.01"]
+    result = run_cli(str(root), "--memory-limit-mb", "4096", *slow)
     assert result.returncode == 0, result.stderr
     assert snapshot(root) == expected
     assert final(result.stdout)["memory_backpressure_events"] == 0

@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from efspurge.jsonlog import setup_logging
     from efspurge.purger import AsyncPurger, StopRelay
     from efspurge.resolve import resolve_settings
-    from efspurge.roots import open_manifest, prepare_root
+    from efspurge.roots import check_metrics_file, open_manifest, prepare_root
     from efspurge.settings import SettingsError
     from efspurge.terminal import TerminalUI, choose_format
 
@@ -263,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         refuse_root(settings.path)
+        check_metrics_file(settings)
         root = prepare_root(settings.path, settings.reads_atime)
         manifest = open_manifest(settings)
     except SettingsError as exc:

@@ -26,7 +26,7 @@ from typing import Any
 from efspurge import fsops
 from efspurge.jsonlog import setup_logging
 from efspurge.manifest import Manifest
-from efspurge.roots import RootInfo, open_manifest, prepare_root
+from efspurge.roots import RootInfo, check_metrics_file, open_manifest, prepare_root
 from efspurge.run import Outcome, Run
 from efspurge.settings import Settings
 from efspurge.stats import StopReason
@@ -130,6 +130,8 @@ class AsyncPurger:
 
     async def run(self) -> Outcome:
         settings = self.settings
+        if self._root is None:
+            check_metrics_file(settings, "metrics_file")  # the CLI checked it already
         logger = self._logger or setup_logging(settings.log_level)
         root = self._root or prepare_root(settings.path, settings.reads_atime)
         manifest = self._manifest if self._manifest is not None else open_manifest(settings)

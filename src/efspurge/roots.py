@@ -69,6 +69,24 @@ def open_manifest(settings: Settings) -> Manifest | None:
         ) from None
 
 
+def check_metrics_file(settings: Settings, name: str = "--metrics-file") -> None:
+    """--metrics-file is written at the end (and with each progress record): a path that can
+    never be written is bad input, refused before anything is deleted. SettingsError if so."""
+    path = settings.metrics_file
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        problem = "it is a directory"
+    elif not os.path.isdir(folder):
+        problem = f"its directory {folder!r} does not exist"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problem = f"its directory {folder!r} is not writable"
+    else:
+        return
+    raise SettingsError(f"{name}: cannot write {path!r}: {problem}")
+
+
 def own_files(settings: Settings, manifest: Manifest | None) -> frozenset[tuple[int, int]]:
     """(dev, ino) of the files this run writes, so that a run never deletes its own output
     when it lies inside the tree (an old metrics file, a manifest at --max-age-days 0)."""
