@@ -195,6 +195,12 @@ def test_durations(text, seconds):
     assert resolve(env={"EFSPURGE_MAX_RUNTIME": text}).max_runtime == seconds
 
 
+@pytest.mark.parametrize("text", ["1M", "30M", "1h30M"])
+def test_a_capital_m_is_refused_minutes_or_months(text):
+    with pytest.raises(SettingsError, match="EFSPURGE_KEEP_EMPTY_DIRS_NEWER_THAN: 'M' could mean"):
+        resolve(env={"EFSPURGE_KEEP_EMPTY_DIRS_NEWER_THAN": text})
+
+
 def test_repeated_flags_replace_the_environment_list():
     s = resolve(cli={"exclude": ["a", "b"]}, env={"EFSPURGE_EXCLUDE": "c"})
     assert s.exclude == ("a", "b")

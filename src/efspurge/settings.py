@@ -114,6 +114,10 @@ _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def parse_duration(text: str) -> float:
     """'45m', '1h30m', '90s', '2h', '1.5h' or plain seconds ('3600')."""
+    if "M" in text:
+        # Minutes or months? Read as minutes, --keep-empty-dirs-newer-than 1M would keep a
+        # month's empty directories for one minute only.
+        raise ValueError(f"'M' could mean minutes or months: write m for minutes, got {text!r}")
     compact = text.strip().lower().replace(" ", "")
     parts = _DURATION.findall(compact)
     if not compact or "".join(num + unit for num, unit in parts) != compact:
