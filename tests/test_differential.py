@@ -15,7 +15,6 @@ stop reason, and nothing deleted that the uncapped model keeps.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import tempfile
@@ -24,8 +23,6 @@ from pathlib import Path
 from conftest import EFSPURGE, NEW, OLD, final, purge, snapshot
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-
-from efspurge import plan
 
 NAMES = st.sampled_from(["a", "b", "c.log", "d.tmp", "e", "f.log", "g", "x y", "ü", "-n"])
 FILE = st.tuples(st.just("file"), st.sampled_from([True, True, False]))  # (kind, old)
@@ -73,27 +70,12 @@ def copy_tree(template: Path, dest: Path) -> Path:
     return dest
 
 
-@contextlib.contextmanager
-def small_dir_files(most: int | None):
-    """With worker processes, the parent deletes a directory's files itself when there are at
-    most plan.SMALL_DIR_FILES; 0 sends every file to a worker, as for big directories."""
-    if most is None:
-        yield
-        return
-    saved, plan.SMALL_DIR_FILES = plan.SMALL_DIR_FILES, most
-    try:
-        yield
-    finally:
-        plan.SMALL_DIR_FILES = saved
-
-
 def run_mode(template: Path, work: Path, name: str, options: dict) -> tuple[set[str], list]:
     root = copy_tree(template, work / name)
     shards = options.pop("shards", 1)
     concurrent = options.pop("concurrent", False)
     if shards == 1:
-        with small_dir_files(options.pop("small_dir_files", None)):
-            runs = [purge(root, **options).stats]
+        runs = [purge(root, **options).stats]
     elif not concurrent:
         runs = [
             purge(root, shard_index=i, shard_count=shards, **options).stats for i in range(shards)
@@ -208,11 +190,6 @@ def test_every_mode_gives_the_same_result(
         modes = {
             "two processes": {**capped, "processes": 2},
             "three processes": {**capped, "processes": 3},
-            "three processes, every file to a worker": {
-                **capped,
-                "processes": 3,
-                "small_dir_files": 0,
-            },
             "threads": {**capped, "processes": 1, "io_threads": 4, "task_batch_size": 2},
             "workers with threads": {
                 **capped,

@@ -419,37 +419,3 @@ def test_a_stop_ends_a_batch_at_its_next_check(tmp_path, threads, until_stop):
         os.close(fd)
     assert result.purged == until_stop and result.kept
     assert len(os.listdir(tmp_path)) == 200 - until_stop
-
-
-def test_small_directories_files_stay_with_the_parent_big_ones_go_to_a_worker(
-    tmp_path, monkeypatch
-):
-    # With worker processes on a local disk, a listing step deletes a small directory's files
-    # itself (sending five names to a worker costs the parent more than deleting them); a
-    # big directory's files go to the workers. Each unlink records the process that made it
-    # (the patch of fsops reaches the forked worker too).
-    from efspurge import fsops, plan
-
-    root, log = tmp_path / "root", tmp_path / "unlinks"
-    for i in range(5):
-        make_file(root / "small" / f"f{i}", old=True)
-    for i in range(plan.SMALL_DIR_FILES + 1):
-        make_file(root / "big" / f"f{i}", old=True)
-    make_file(root / "big" / "young", old=False)
-    unlink_file = fsops.unlink_file
-
-    def recorded(dir_fd, name, dry_run):
-        unlink_file(dir_fd, name, dry_run)
-        with open(log, "a") as f:  # one short line per write: whole lines from each process
-            f.write(f"{os.getpid()} {os.readlink(f'/proc/self/fd/{dir_fd}')}\n")
-
-    monkeypatch.setattr(fsops, "unlink_file", recorded)
-    run = purge(root, processes=2)
-    assert run.code == 0 and run.stats["files_purged"] == 5 + plan.SMALL_DIR_FILES + 1
-    assert snapshot(root) == {"dir:small", "dir:big", "file:big/young"}
-    by_dir: dict[str, set[int]] = {}
-    for line in log.read_text().splitlines():
-        pid, directory = line.split(" ", 1)
-        by_dir.setdefault(os.path.basename(directory), set()).add(int(pid))
-    assert by_dir["small"] == {os.getpid()}
-    assert os.getpid() not in by_dir["big"]

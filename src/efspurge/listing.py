@@ -102,11 +102,7 @@ class Listing:
 
     def _step_unit(self, nodes: list[DirNode], reserved: list[int], limit: int):
         plan = self.state.plan
-        granted = None
-        if plan.inline_files:  # --max-delete slots for the files the step deletes itself
-            most = plan.list_rules.inline_max
-            wanted = plan.batch_size if most is None else min(plan.batch_size, most * len(nodes))
-            granted = self.state.deletes.reserve(wanted)
+        granted = self.state.deletes.reserve(plan.batch_size) if plan.inline_files else None
         args = [
             (
                 n.parent.fd if n.fd is None and n.parent else None,

@@ -66,10 +66,6 @@ class ListRules:
     owner_filter: Callable[[int, str], bool] | None  # shards: is this file ours?
     theirs_stay: Callable[[int, list[str]], bool] | None  # sharded dry run (dir_fd, names)
     debug: bool = False
-    # With file rules, a step deletes the files it found itself when there are at most this
-    # many (None: however many). With worker processes only a small directory's files stay
-    # in the thread that listed them: shipping a few names to a worker costs more than them.
-    inline_max: int | None = None
 
 
 def list_step(
@@ -87,9 +83,8 @@ def list_step(
     """Open a directory if ``fd`` is None, then read up to ``limit`` entries and sort them.
 
     With ``files`` the regular files found are processed right here (one hand-off for the
-    whole step: the local-disk path), unless there are more than ``rules.inline_max`` (then,
-    and without ``files``, they are returned for the loop to spread over worker processes or
-    several threads).
+    whole step: the local-disk path); without, they are returned for the loop to spread over
+    several threads (the network path).
     """
     out = ListResults(fd=fd, listing=listing)
     if fd is None and not _enter(out, parent_fd, name, rel, rules):
@@ -103,15 +98,11 @@ def list_step(
             return out
         out.started = True
     _read_listing(out, rel, key, rules, limit)
-    if files is not None and out.files and not _too_many(out.files, rules.inline_max):
+    if files is not None and out.files:
         out.file_results = purge_files(out.fd, out.files, files, slots, rel)
         out.ops += out.file_results.ops
         out.files = []
     return out
-
-
-def _too_many(files: list[str], most: int | None) -> bool:
-    return most is not None and len(files) > most
 
 
 def _enter(

@@ -52,11 +52,6 @@ FIRST_VISIT_ENTRIES = 512
 RATE_BATCHES_PER_SECOND = 20
 # Listed-but-unhandled entries allowed, in listing batches: bounds memory by construction.
 ENTRY_BUDGET_BATCHES = 8
-# With worker processes on a local disk, a listing step deletes a directory's files itself
-# when it found at most this many: sending a few names to a worker (pickled, with the
-# directory's descriptor, answered, applied) costs the parent more than deleting them. On a
-# tree of 11,110 directories of 5 files, 2.89x -> 2.52x the time of find -delete (PERFORMANCE.md).
-SMALL_DIR_FILES = 32
 
 
 class StopFlag:
@@ -88,10 +83,7 @@ class WalkPlan:
     first_visit: int
     dirs_per_call: int
     chunk_size: int
-    # The listing thread deletes the files it finds (a local disk: one thread per process; with
-    # worker processes, small directories' files only: ListRules.inline_max), or threads
-    # share them out (network).
-    inline_files: bool
+    inline_files: bool  # one thread lists and deletes (local) or threads share files (network)
     fd_budget: int
     entry_budget: int
     list_rules: ListRules
@@ -198,9 +190,7 @@ def build_plan(
         os.path.relpath(p, root_path) for p in mounts.mount_points_below(root_path)
     )
     stop = StopFlag()
-    inline_max = SMALL_DIR_FILES if workers else None
     list_rules = _list_rules(settings, root_st, policy, selector, shard, mount_rel, debug)
-    list_rules.inline_max = inline_max
     file_rules = _file_rules(settings, policy, now_ns, protected, with_manifest, debug, stop)
     file_rules.stop_check_mask = 7 if threads > 1 else 63  # see FileRules
     young = settings.keep_empty_dirs_newer_than
@@ -239,7 +229,7 @@ def _batch_sizes(task_batch_size: int, threads: int, workers: int, ops: float) -
         "first_visit": min(batch, FIRST_VISIT_ENTRIES),
         "dirs_per_call": DIRS_PER_CALL_LOCAL if threads == 1 and not ops else 1,
         "chunk_size": _chunk_size(batch, threads, workers),
-        "inline_files": threads == 1,
+        "inline_files": threads == 1 and workers == 0,
         "entry_budget": batch * ENTRY_BUDGET_BATCHES,
     }
 
