@@ -126,6 +126,12 @@ def test_a_bad_keyword_value_is_refused_naming_it_and_nothing_is_touched(tmp_pat
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("root_path", [None, 3, b"/tmp", ""])
+def test_a_root_path_that_is_not_a_path_is_refused(root_path):
+    with pytest.raises(SettingsError, match="root_path: expected a non-empty path"):
+        efspurge.AsyncPurger(root_path, dry_run=False)
+
+
 @pytest.mark.parametrize("spelling", ["keep/", "./keep", "keep//", "{root}/keep"])
 def test_exclude_dir_spellings_are_read_as_on_the_command_line(tmp_path, spelling):
     root = tmp_path / "root"

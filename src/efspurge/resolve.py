@@ -188,7 +188,10 @@ def resolve_keywords(root_path: str, values: Mapping[str, Any]) -> Settings:
     index = chosen.get("shard_index", 0)
     if not 0 <= index < count:
         raise SettingsError(f"shard_index: must be between 0 and {count - 1}, got {index}")
-    path = os.fspath(root_path)
+    try:
+        path = os.fspath(root_path)
+    except TypeError:
+        path = None
     if not isinstance(path, str) or not path.strip():
         raise SettingsError(f"root_path: expected a non-empty path, got {root_path!r}")
     _normalize_patterns(chosen, sources, path)
