@@ -139,6 +139,11 @@ def _bad(args, env=None):
         (["--processes", "100000"], None, "--processes: must be 'auto' or between 1 and 64"),
         (["--processes", "99999999999999999999"], None, "--processes"),
         (["--io-threads", "5000"], None, "--io-threads: must be 'auto' or between 1 and 1024"),
+        # A value that starts with '-' gets its option's own message, not "expected one
+        # argument".
+        (["--max-runtime", "-5m"], None, "--max-runtime: must not be negative, got '-5m'"),
+        (["--max-age-days", "-inf"], None, "--max-age-days: must be a finite number"),
+        (["--keep-empty-dirs-newer-than", "-1h"], None, "newer-than: must not be negative"),
         # Written only at the end: a path that can never be written is refused up front.
         (["--metrics-file", "/"], None, "--metrics-file: cannot write '/': it is a directory"),
         (["--metrics-file", "/no/such/dir/m.prom"], None, "--metrics-file: cannot write"),
@@ -259,3 +264,15 @@ def test_signal_mid_run_stops_cleanly_with_final_record(tmp_path, signum, code):
     again = run_cli(str(root))
     assert again.returncode == 0
     assert {p for p in snapshot(root) if p.startswith("file:")} == young
+
+
+def test_a_pattern_that_starts_with_a_dash_is_taken_as_a_value(tmp_path):
+    # `--exclude -n` protects a file named -n; `--manifest --dry-run` is still a missing value.
+    make_file(tmp_path / "-n", old=True)
+    make_file(tmp_path / "other", old=True)
+    result = run_cli(str(tmp_path), "--exclude", "-n", "--max-age-days", "30")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(tmp_path) == {"file:-n"}
+    missing = run_cli(str(tmp_path), "--manifest", "--dry-run")
+    assert missing.returncode == 2
+    assert "argument --manifest: expected one argument" in missing.stderr

@@ -194,6 +194,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attach_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``--max-runtime -5m`` as ``--max-runtime=-5m``: argparse takes a value that starts with
+    '-' (and is not a plain negative number) for a flag, and says only "expected one
+    argument". Attached, the value gets the option's own message ("must not be negative"), and
+    a pattern such as ``--exclude -n`` (a file named -n) works. A known flag in that place
+    is left alone: ``--manifest --dry-run`` is still a missing value."""
+    takes_value = {
+        flag
+        for action in parser._actions
+        if action.nargs is None and action.option_strings and action.type is not None
+        for flag in action.option_strings
+    }
+    known = {flag for action in parser._actions for flag in action.option_strings}
+    out: list[str] = []
+    words = list(argv)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            out.extend(words[i:])
+            break
+        following = words[i + 1] if i + 1 < len(words) else None
+        if (
+            word in takes_value
+            and following is not None
+            and following.startswith("-")
+            and following != "--"
+            and following.partition("=")[0] not in known
+        ):
+            out.append(f"{word}={following}")
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
 def _fail(message: str) -> int:
     print(f"efspurge: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -244,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from efspurge.settings import SettingsError
     from efspurge.terminal import TerminalUI, choose_format
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(_attach_dash_values(parser, sys.argv[1:] if argv is None else argv))
     try:
         settings: Settings = resolve_settings(vars(args), os.environ)
     except SettingsError as exc:

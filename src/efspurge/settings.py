@@ -119,6 +119,8 @@ def parse_duration(text: str) -> float:
         # month's empty directories for one minute only.
         raise ValueError(f"'M' could mean minutes or months: write m for minutes, got {text!r}")
     compact = text.strip().lower().replace(" ", "")
+    if compact.startswith("-"):
+        raise ValueError(f"must not be negative, got {text!r}")
     parts = _DURATION.findall(compact)
     if not compact or "".join(num + unit for num, unit in parts) != compact:
         raise ValueError(f"expected a duration such as 45m, 1h30m, 90s or 3600, got {text!r}")
