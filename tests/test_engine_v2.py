@@ -274,3 +274,48 @@ def test_big_directories_nested_deeper_than_the_descriptor_budget(tmp_path, monk
     assert run.code == 0 and run.stats["stop_reason"] is None
     assert run.stats["files_purged"] == 200
     assert sum(1 for p in snapshot(tmp_path) if p.startswith("file:")) == 200
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("remove_empty", [False, True])
+def test_a_chain_of_big_directories_holds_a_bounded_number_of_listings(
+    deep_tmp, monkeypatch, mode, remove_empty
+):
+    # Each level holds more entries than one listing step reads (here 20 with batches of 20),
+    # so its listing stays open while the walk goes down; each open listing holds the C
+    # library's read buffer (up to 1 MB on NFS). At most tree.MAX_OPEN_LISTINGS may be open
+    # at once (4 here, for a 40-level chain): the walk finishes one before it opens another.
+    from efspurge import fsops, tree
+
+    monkeypatch.setattr(tree, "MAX_OPEN_LISTINGS", 4)
+    root = deep_tmp / "root"
+    level = root
+    for _ in range(40):
+        level.mkdir(parents=True)
+        for i in range(25):
+            make_file(level / f"f{i:02d}", old=i % 5 != 0)  # every fifth file young
+        level = level / "d"
+    open_now, most = [0], [0]
+    start, close = fsops.start_listing, fsops.close_listing
+
+    def counted_start(fd):
+        listing = start(fd)
+        open_now[0] += 1
+        most[0] = max(most[0], open_now[0])
+        return listing
+
+    def counted_close(listing):
+        open_now[0] -= 1
+        close(listing)
+
+    monkeypatch.setattr(fsops, "start_listing", counted_start)
+    monkeypatch.setattr(fsops, "close_listing", counted_close)
+    options = {"task_batch_size": 20, **mode}
+    run = purge(root, remove_empty_dirs=remove_empty, max_empty_dirs_to_delete=0, **options)
+    assert run.code == 0 and run.stats["errors"] == 0
+    assert run.stats["files_purged"] == 40 * 20
+    left = snapshot(root)
+    assert len([e for e in left if e.startswith("file:")]) == 40 * 5  # the young ones
+    assert len([e for e in left if e.startswith("dir:")]) == 39  # none empty
+    # Listings are made in this process only (forked workers delete, they do not list).
+    assert 0 < most[0] <= 4, most[0]

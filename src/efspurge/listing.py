@@ -64,6 +64,11 @@ class Listing:
             # directories still being listed. Go on with the nearest of those (it needs no new
             # descriptor), so that its listing ends and gives its descriptors back.
             return self._continue_deeper()
+        over_budget = self.state.queued_entries >= self.state.plan.entry_budget
+        if self.state.fds.listings_full and not over_budget:
+            # As many listings open as allowed (each holds a read buffer): go on with the
+            # nearest one rather than open another, so that it ends and gives its place back.
+            return self._continue_deeper()
         return None
 
     def _continue_deeper(self) -> Callable[[], Any] | None:
@@ -83,7 +88,7 @@ class Listing:
         reserved: list[int] = []
         while self.state.stack and len(steps) < self.state.plan.dirs_per_call:
             node = self.state.stack[-1]
-            if node.listing is not None:
+            if node.listing is not None or self.state.fds.listings_full:
                 break
             holder = node if node.fd is not None else node.parent
             if holder is None or holder.fd is None:
@@ -96,6 +101,7 @@ class Listing:
             self.state.stack.pop()
             self.state.queued_entries -= 1
             self.state.fds.open += need
+            self.state.fds.listings += 1  # until the step says whether it left one open
             steps.append(node)
             reserved.append(need)
         return steps, reserved
@@ -149,6 +155,8 @@ class Listing:
         assert holder is not None
         self.state.fds.unpin(holder)
         self.state.fds.open -= reserved  # what was really opened is counted below
+        if reserved:  # a new directory's step: its listing, if still open, is counted below
+            self.state.fds.listings -= 1
         if result is None:  # the call's entry budget ran out before this directory
             self.state.stack.append(node)
             self.state.queued_entries += 1

@@ -149,15 +149,29 @@ class Counter:
         return free is not None and free <= 0
 
 
+# Open listings at once, at most. An open listing holds the C library's read buffer (32 KB,
+# up to 1 MB on NFS, sized from the directory's block size), so a chain of big directories,
+# each listing left open while the walk goes down, must not hold one per level: at the cap,
+# the walk finishes an open listing before it starts another.
+MAX_OPEN_LISTINGS = 128
+
+
 class Descriptors:
-    """Open directory descriptors against a budget, with the idle ones in LRU order."""
+    """Open directory descriptors against a budget, with the idle ones in LRU order; and the
+    open listings (each also a descriptor) against their own cap."""
 
-    __slots__ = ("budget", "idle", "open")
+    __slots__ = ("budget", "idle", "listing_cap", "listings", "open")
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, listing_cap: int | None = None) -> None:
         self.budget = budget
         self.open = 0  # descriptors held: one per node fd, one per open listing
         self.idle: OrderedDict[DirNode, None] = OrderedDict()
+        self.listing_cap = MAX_OPEN_LISTINGS if listing_cap is None else listing_cap
+        self.listings = 0  # open listings, and new directories' steps that may leave one open
+
+    @property
+    def listings_full(self) -> bool:
+        return self.listings >= self.listing_cap
 
     def room(self, needed: int) -> bool:
         return self.open + needed <= self.budget
@@ -171,11 +185,13 @@ class Descriptors:
 
     def listing_opened(self, node: DirNode) -> None:
         self.open += 1
+        self.listings += 1
         self.idle.pop(node, None)
 
     def listing_closed(self, node: DirNode) -> None:
         node.listing = None
         self.open -= 1
+        self.listings -= 1
         self._update(node)
 
     def closed(self, node: DirNode) -> int | None:
@@ -205,4 +221,9 @@ class Descriptors:
         return next(iter(self.idle), None)
 
     def statistics(self) -> dict[str, int]:
-        return {"fds_open": self.open, "fds_budget": self.budget, "fds_idle": len(self.idle)}
+        return {
+            "fds_open": self.open,
+            "fds_budget": self.budget,
+            "fds_idle": len(self.idle),
+            "listings_open": self.listings,
+        }
