@@ -198,8 +198,9 @@ def _attach_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
     """``--max-runtime -5m`` as ``--max-runtime=-5m``: argparse takes a value that starts with
     '-' (and is not a plain negative number) for a flag, and says only "expected one
     argument". Attached, the value gets the option's own message ("must not be negative"), and
-    a pattern such as ``--exclude -n`` (a file named -n) works. A known flag in that place
-    is left alone: ``--manifest --dry-run`` is still a missing value."""
+    a pattern such as ``--exclude -n`` (a file named -n) works. A word that starts with ``--``
+    is never taken as a value: ``--exclude-dir --dry_run`` (a missing value, then a misspelled
+    flag) must stop with an error, not exclude "--dry_run" and delete for real."""
     takes_value = {
         flag
         for action in parser._actions
@@ -220,7 +221,7 @@ def _attach_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
             word in takes_value
             and following is not None
             and following.startswith("-")
-            and following != "--"
+            and not following.startswith("--")  # a flag, maybe misspelled: never a value
             and following.partition("=")[0] not in known
         ):
             out.append(f"{word}={following}")
