@@ -319,3 +319,41 @@ def test_a_chain_of_big_directories_holds_a_bounded_number_of_listings(
     assert len([e for e in left if e.startswith("dir:")]) == 39  # none empty
     # Listings are made in this process only (forked workers delete, they do not list).
     assert 0 < most[0] <= 4, most[0]
+
+
+def test_at_the_listing_cap_a_directory_with_many_subdirectories_is_not_queued_whole(
+    deep_tmp, monkeypatch
+):
+    # At the cap the walk finishes an open listing before opening another; a directory with
+    # thousands of subdirectories would then queue them all (found by review). Once the
+    # queue holds the entry budget (8 batches: 800 here), new directories go past the cap.
+    from efspurge import tree
+    from efspurge.listing import Listing
+
+    monkeypatch.setattr(tree, "MAX_OPEN_LISTINGS", 2)
+    root = deep_tmp / "root"
+    level = root
+    for _ in range(3):  # 3 levels whose listings stay open (150 entries, batches of 100)
+        level.mkdir(parents=True)
+        for i in range(150):
+            make_file(level / f"f{i:03d}", old=True)
+        level = level / "d"
+    level.mkdir()
+    for i in range(5000):
+        (level / f"s{i:04d}").mkdir()
+    make_file(level / "s0000" / "young", old=False)
+    most = [0]
+    unit = Listing.listing_unit
+
+    def watched(self):
+        most[0] = max(most[0], len(self.state.stack))
+        return unit(self)
+
+    monkeypatch.setattr(Listing, "listing_unit", watched)
+    run = purge(root, task_batch_size=100, remove_empty_dirs=True, max_empty_dirs_to_delete=0)
+    assert run.code == 0 and run.stats["errors"] == 0
+    assert run.stats["files_purged"] == 450
+    assert snapshot(root) == {"dir:d", "dir:d/d", "dir:d/d/d", "dir:d/d/d/s0000"} | {
+        "file:d/d/d/s0000/young"
+    }
+    assert most[0] <= 800 + 100 + 10, most[0]  # the entry budget, one batch, the chain

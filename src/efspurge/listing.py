@@ -86,9 +86,14 @@ class Listing:
         descriptor budget. Each is pinned: its parent (to open it) or itself (the root)."""
         steps: list[DirNode] = []
         reserved: list[int] = []
+        # At the listing cap, new directories wait while an open listing is finished; but
+        # not once that has queued the entry budget's worth of subdirectories: the queue
+        # must be walked down, or a directory with millions of subdirectories would queue
+        # them all.
+        capped = self.state.queued_entries < self.state.plan.entry_budget
         while self.state.stack and len(steps) < self.state.plan.dirs_per_call:
             node = self.state.stack[-1]
-            if node.listing is not None or self.state.fds.listings_full:
+            if node.listing is not None or (capped and self.state.fds.listings_full):
                 break
             holder = node if node.fd is not None else node.parent
             if holder is None or holder.fd is None:
