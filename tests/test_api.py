@@ -202,3 +202,38 @@ def test_a_purge_from_a_thread_other_than_the_main_one(tmp_path, processes):
     assert "error" not in out, out.get("error")
     assert out["stats"]["files_purged"] == 2
     assert snapshot(tmp_path) == {"file:new.log", "dir:cache"}
+
+
+def test_values_a_python_caller_naturally_passes_are_taken(tmp_path):
+    # Found by review: these were refused by the first strict version.
+    import datetime
+    import logging
+    from decimal import Decimal
+    from fractions import Fraction
+    from pathlib import Path
+
+    tree(tmp_path / "root")
+    purger = efspurge.AsyncPurger(
+        tmp_path / "root",
+        max_age_days=Decimal("30"),
+        max_ops_per_second=Fraction(1000, 2),
+        log_level=logging.WARNING,
+        manifest=Path(tmp_path / "manifest.jsonl"),
+        metrics_file=Path(tmp_path / "metrics.prom"),
+        max_runtime=datetime.timedelta(minutes=5),
+        io_threads="AUTO",
+    )
+    s = purger.settings
+    assert (s.max_age_days, s.max_ops_per_second, s.log_level) == (30.0, 500.0, "WARNING")
+    assert (s.max_runtime, s.io_threads) == (300.0, None)
+    assert s.manifest == str(tmp_path / "manifest.jsonl")
+    stats = asyncio.run(purger.purge())
+    assert stats["files_to_purge"] == 2 and stats["files_purged"] == 0  # a dry run
+    assert (tmp_path / "metrics.prom").exists() and (tmp_path / "manifest.jsonl").exists()
+
+
+def test_too_large_a_number_and_a_path_keyword_are_refused(tmp_path):
+    with pytest.raises(SettingsError, match=r"^max_age_days: is too large"):
+        efspurge.AsyncPurger(str(tmp_path), max_age_days=10**400)
+    with pytest.raises(TypeError, match="path"):
+        efspurge.AsyncPurger(str(tmp_path), path="/elsewhere")

@@ -8,7 +8,16 @@ import subprocess
 import sys
 
 import pytest
-from conftest import act_mid_run, age_dirs, final, make_file, records, run_cli, snapshot
+from conftest import (
+    EFSPURGE,
+    act_mid_run,
+    age_dirs,
+    final,
+    make_file,
+    records,
+    run_cli,
+    snapshot,
+)
 
 from efspurge import __version__
 
@@ -284,3 +293,22 @@ def test_a_pattern_that_starts_with_a_dash_is_taken_as_a_value(tmp_path):
         assert typo.returncode == 2, typo.stdout[-2000:]
         assert f"argument {args[0]}: expected one argument" in typo.stderr
     assert snapshot(tmp_path) == before
+
+
+def test_a_metrics_file_through_a_symlink_and_dotdot_is_the_folder_the_write_uses(tmp_path):
+    # link/../x/m.prom is other/x/m.prom when link -> other/dir: the check looks where the
+    # write goes, not at the path folded without following the link (found by review).
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "other" / "dir").mkdir(parents=True)
+    (tmp_path / "other" / "x").mkdir()
+    (tmp_path / "tree").mkdir()
+    os.symlink("../other/dir", tmp_path / "cwd" / "link")
+    result = subprocess.run(
+        [EFSPURGE, "../tree", "--dry-run", "--metrics-file", "link/../x/m.prom"],
+        cwd=tmp_path / "cwd",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "other" / "x" / "m.prom").exists()

@@ -56,7 +56,8 @@ class StopRelay:
         self._target = None
 
 
-_SETTING_NAMES = frozenset(f.name for f in fields(Settings))
+# Every option of the command line; the root is root_path, never a `path=` keyword.
+_SETTING_NAMES = frozenset(f.name for f in fields(Settings)) - {"path"}
 
 
 class AsyncPurger:

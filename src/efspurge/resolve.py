@@ -8,7 +8,10 @@ the flag or the variable it came from.
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import numbers
+import operator
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,9 +26,11 @@ from efspurge.settings import (
     SettingsError,
     parse_bool,
     parse_duration,
+    parse_file_path,
     parse_float,
     parse_int,
     parse_io_threads,
+    parse_log_level,
 )
 
 # Where Kubernetes Indexed Jobs and AWS Batch array jobs put each worker's index.
@@ -219,31 +224,53 @@ def _keyword_value(spec: OptionSpec, value: Any) -> Any:
 
 def _one_value(spec: OptionSpec, value: Any) -> Any:
     parse = spec.parse
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if parse is parse_bool:
         if isinstance(value, bool):
             return value
         raise ValueError(f"expected True or False, got {value!r}")
     if parse is parse_int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ValueError(f"expected a whole number, got {value!r}")
+        return _whole(value)
     if parse is parse_io_threads:
-        if value == "auto":
+        if isinstance(value, str) and value.strip().lower() == "auto":
             return None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ValueError(f"expected 'auto' or a whole number, got {value!r}")
+        return _whole(value, "'auto' or ")
     if parse is parse_float:
-        if is_number:
-            return float(value)
-        raise ValueError(f"expected a number, got {value!r}")
+        return _real(value)
     if parse is parse_duration:
-        if is_number:
-            return float(value)
+        if isinstance(value, datetime.timedelta):
+            return value.total_seconds()
         if isinstance(value, str):
             return parse_duration(value)
-        raise ValueError(f"expected seconds or a duration such as '1h30m', got {value!r}")
+        return _real(value, "seconds, a timedelta or a duration such as '1h30m'")
+    if parse is parse_log_level and isinstance(value, int) and value in _LEVEL_NAMES:
+        return _LEVEL_NAMES[value]  # logging.DEBUG and the like
+    if parse is parse_file_path and isinstance(value, os.PathLike):
+        value = os.fspath(value)
     if isinstance(value, str):
         return parse(value)  # the text options: levels, formats, patterns, paths, URLs
     raise ValueError(f"expected a string, got {value!r}")
+
+
+_LEVEL_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+
+
+def _whole(value: Any, also: str = "") -> int:
+    """An int, or anything that is one (operator.index: numpy integers); never a bool."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise ValueError(f"expected {also}a whole number, got {value!r}")
+
+
+def _real(value: Any, what: str = "a number") -> float:
+    """A real number (int, float, Decimal, Fraction, numpy) as a float; never a bool."""
+    if isinstance(value, numbers.Number) and not isinstance(value, bool | complex):
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"is too large, got {value!r}") from None
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"expected {what}, got {value!r}")

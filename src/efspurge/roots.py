@@ -75,7 +75,9 @@ def check_metrics_file(settings: Settings, name: str = "--metrics-file") -> None
     path = settings.metrics_file
     if path is None:
         return
-    folder = os.path.dirname(os.path.abspath(path))
+    # The folder the write will use: dirname of the path as given (abspath would fold a
+    # "link/.." without following the link).
+    folder = os.path.dirname(path) or "."
     if os.path.isdir(path):
         problem = "it is a directory"
     elif not os.path.isdir(folder):
