@@ -152,7 +152,7 @@ class Counter:
 # Open listings at once, at most. An open listing holds the C library's read buffer (32 KB,
 # up to 1 MB on NFS, sized from the directory's block size), so a chain of big directories,
 # each listing left open while the walk goes down, must not hold one per level: at the cap,
-# the walk finishes an open listing before it starts another.
+# the walk finishes an open listing before it starts another (efspurge.listing).
 MAX_OPEN_LISTINGS = 128
 
 
@@ -162,11 +162,11 @@ class Descriptors:
 
     __slots__ = ("budget", "idle", "listing_cap", "listings", "open")
 
-    def __init__(self, budget: int, listing_cap: int | None = None) -> None:
+    def __init__(self, budget: int) -> None:
         self.budget = budget
         self.open = 0  # descriptors held: one per node fd, one per open listing
         self.idle: OrderedDict[DirNode, None] = OrderedDict()
-        self.listing_cap = MAX_OPEN_LISTINGS if listing_cap is None else listing_cap
+        self.listing_cap = MAX_OPEN_LISTINGS  # read here, at the start of a run
         self.listings = 0  # open listings, and new directories' steps that may leave one open
 
     @property
