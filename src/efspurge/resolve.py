@@ -96,9 +96,13 @@ def _resolve_shard(chosen: dict[str, Any], environ: Mapping[str, str]) -> None:
                 "--shard-index: required with --shard-count above 1 (or set "
                 f"EFSPURGE_SHARD_INDEX, {' or '.join(INDEX_VARIABLES)})"
             )
-    index = chosen.get("shard_index", 0)
+    _check_shard_index(chosen, "--shard-index")
+
+
+def _check_shard_index(chosen: dict[str, Any], name: str) -> None:
+    count, index = chosen.get("shard_count", 1), chosen.get("shard_index", 0)
     if not 0 <= index < count:
-        raise SettingsError(f"--shard-index: must be between 0 and {count - 1}, got {index}")
+        raise SettingsError(f"{name}: must be between 0 and {count - 1}, got {index}")
 
 
 def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -190,9 +194,7 @@ def resolve_keywords(root_path: str, values: Mapping[str, Any]) -> Settings:
     count = chosen.get("shard_count", 1)
     if count > 1 and "shard_index" not in chosen:
         raise SettingsError("shard_index: required with shard_count above 1")
-    index = chosen.get("shard_index", 0)
-    if not 0 <= index < count:
-        raise SettingsError(f"shard_index: must be between 0 and {count - 1}, got {index}")
+    _check_shard_index(chosen, "shard_index")
     try:
         path = os.fspath(root_path)
     except TypeError:
