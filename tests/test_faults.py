@@ -61,10 +61,10 @@ def test_entries_vanishing_between_listing_and_delete_are_not_errors(tmp_path, m
 
     real_lstat = fsops.lstat_at
 
-    def racing_lstat(dir_fd, name):
+    def racing_lstat(name, *, dir_fd):
         if name == "f5":
             os.unlink(os.path.join(tmp_path, "d", "f5"))
-        return real_lstat(dir_fd, name)
+        return real_lstat(name, dir_fd=dir_fd)
 
     monkeypatch.setattr(fsops, "unlink_file", racing_unlink)
     monkeypatch.setattr(fsops, "lstat_at", racing_lstat)
@@ -170,7 +170,7 @@ def test_directory_swapped_for_symlink_between_listing_and_open(tmp_path, monkey
 def test_internal_error_in_a_worker_stops_the_run_with_exit_3(tmp_path, monkeypatch):
     make_file(tmp_path / "old", old=True)
 
-    def broken(dir_fd, name):
+    def broken(name, *, dir_fd):
         raise RuntimeError("bug")
 
     monkeypatch.setattr(fsops, "lstat_at", broken)

@@ -70,7 +70,7 @@ def present(found: dict, name: str, **labels) -> bool:
 
 def fail_the_engine(monkeypatch) -> None:
     """An internal error in the middle of the walk: exit 3, outcome "failed"."""
-    monkeypatch.setattr(fsops, "lstat_at", lambda dir_fd, name: 1 / 0)
+    monkeypatch.setattr(fsops, "lstat_at", lambda name, *, dir_fd: 1 / 0)
 
 
 def promtool_check(text: str) -> None:

@@ -94,54 +94,62 @@ def purge_files(
 def _purge_loop(
     dir_fd: int, names: list[str], rules: FileRules, left: int, rel: str | None, out: FileResults
 ) -> tuple[tuple[int, int, int, int, int, bool], list[int], list[int]]:
-    """The per-file hot loop, on locals only. Returns counts (ops: lstats only), buckets."""
+    """The per-file hot loop, on locals only. Returns counts (ops: lstats only), buckets.
+
+    The names are taken in runs of ``stop_check_mask + 1``, with the stop flag read before
+    each run: the inner loop then does nothing per file but the file's own work."""
     lstat, unlink, is_reg = fsops.lstat_at, fsops.unlink_file, stat.S_ISREG
     is_expired, timestamp, edges = rules.is_expired, rules.timestamp, rules.age_edges
     dry_run, debug, protected = rules.dry_run, rules.debug, rules.protected
     stopped, line_of, errors, kept_any = rules.stopped, rules.write_manifest, out.errors, False
-    check = rules.stop_check_mask
+    run = rules.stop_check_mask + 1
     age_files, age_bytes = [0] * (len(edges) + 1), [0] * (len(edges) + 1)
-    scanned = freed = used = vanished = ops = 0
-    for i, name in enumerate(names):
-        if not i & check and stopped():
+    scanned = freed = used = vanished = tried = 0
+    for first in range(0, len(names), run):
+        if stopped():
             kept_any = True  # the rest is left for the next run
             break
-        ops += 1
-        try:
-            st = lstat(dir_fd, name)
-        except OSError as exc:
-            vanished, kept_any = _failed(errors, name, "lstat", exc, vanished, kept_any)
-            continue
-        if not is_reg(st.st_mode):
-            kept_any = True  # replaced since the listing: not a file we decided on
-            continue
-        scanned += 1
-        if not is_expired(st) or (protected and (st.st_dev, st.st_ino) in protected):
-            kept_any = True
+        tried = min(first + run, len(names))  # every name of this run gets its lstat...
+        for name in names[first:tried]:
+            try:
+                st = lstat(name, dir_fd=dir_fd)
+            except OSError as exc:
+                vanished, kept_any = _failed(errors, name, "lstat", exc, vanished, kept_any)
+                continue
+            if not is_reg(st.st_mode):
+                kept_any = True  # replaced since the listing: not a file we decided on
+                continue
+            scanned += 1
+            if not is_expired(st) or (protected and (st.st_dev, st.st_ino) in protected):
+                kept_any = True
+                if debug:
+                    out.debug.append((name, "kept", st))
+                continue
+            if used >= left:  # no --max-delete slot: refused, so not counted yet
+                tried = names.index(name, first)  # ...unless the cap stops it (names unique)
+                out.refused.extend(names[tried:])
+                tried += 1  # this one's lstat was made
+                scanned -= 1
+                break
+            used += 1
+            bucket = bisect_right(edges, timestamp(st))
+            age_files[bucket] += 1
+            age_bytes[bucket] += st.st_size
+            try:
+                unlink(dir_fd, name, dry_run)
+            except OSError as exc:
+                used -= 1  # still selected (a dry run selects it too), but the slot goes back
+                vanished, kept_any = _failed(errors, name, "unlink", exc, vanished, kept_any)
+                continue
+            if not dry_run and st.st_nlink <= 1:  # data is freed with its last link only
+                freed += st.st_size
+            if line_of is not None:
+                out.lines.append(line_of(f"{rel}/{name}" if rel else name, st))
             if debug:
-                out.debug.append((name, "kept", st))
-            continue
-        if used >= left:  # no --max-delete slot: refused, so not counted yet (see purge_files)
-            out.refused.extend(names[i:])
-            scanned -= 1
-            break
-        used += 1
-        bucket = bisect_right(edges, timestamp(st))
-        age_files[bucket] += 1
-        age_bytes[bucket] += st.st_size
-        try:
-            unlink(dir_fd, name, dry_run)
-        except OSError as exc:
-            used -= 1  # still selected (a dry run selects it too), but the slot goes back
-            vanished, kept_any = _failed(errors, name, "unlink", exc, vanished, kept_any)
-            continue
-        if not dry_run and st.st_nlink <= 1:  # data is freed with its last link only
-            freed += st.st_size
-        if line_of is not None:
-            out.lines.append(line_of(f"{rel}/{name}" if rel else name, st))
-        if debug:
-            out.debug.append((name, "deleted", st))
-    return (scanned, used, freed, vanished, ops, kept_any), age_files, age_bytes
+                out.debug.append((name, "deleted", st))
+        if out.refused:
+            break  # the --max-delete cap: no more names
+    return (scanned, used, freed, vanished, tried, kept_any), age_files, age_bytes
 
 
 def _failed(

@@ -160,9 +160,11 @@ def read_entries(listing: Iterator[os.DirEntry[str]], limit: int) -> list[os.Dir
     return list(islice(listing, limit))
 
 
-def lstat_at(dir_fd: int, name: str) -> os.stat_result:
-    """The entry's own status (never a symlink's target), relative to its directory."""
-    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+# The entry's own status (never a symlink's target), relative to its directory, called as
+# ``lstat_at(name, dir_fd=fd)``. It is ``os.lstat`` itself, not a function around it: it runs
+# for every file, and a Python frame around it cost ~0.1 us of the ~3 us a file takes on a
+# local disk (PERFORMANCE.md, "The per-file loop").
+lstat_at = os.lstat
 
 
 # --- the two destructive checkpoints -------------------------------------------------------

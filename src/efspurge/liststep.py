@@ -248,7 +248,7 @@ def any_stays(dir_fd: int, names: list[str], is_expired: Callable[[os.stat_resul
     lstat = fsops.lstat_at
     for name in names:
         try:
-            st = lstat(dir_fd, name)
+            st = lstat(name, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 continue

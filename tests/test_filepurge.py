@@ -1,0 +1,82 @@
+"""The per-file batch (efspurge.filepurge.purge_files) on a real directory: the --max-delete
+slots and the stop flag, which end the loop in the middle of a batch."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from conftest import make_file
+
+from efspurge.filepurge import FileRules, purge_files
+from efspurge.policy import AgePolicy
+from efspurge.stats import age_edges
+
+
+def _rules(**kwargs) -> FileRules:
+    now = time.time_ns()
+    policy = AgePolicy.from_days(30, now_ns=now)
+    return FileRules(
+        is_expired=policy.is_expired,
+        timestamp=policy.timestamp,
+        age_edges=age_edges(now),
+        dry_run=False,
+        **kwargs,
+    )
+
+
+def _tree(tmp_path, pattern: str) -> list[str]:
+    """One file per letter of ``pattern``: o = old, y = young. Returns the names in order."""
+    names = []
+    for i, kind in enumerate(pattern):
+        name = f"{i:02d}-{kind}"
+        make_file(tmp_path / name, old=kind == "o")
+        names.append(name)
+    return names
+
+
+def test_slots_run_out_mid_batch_the_rest_is_refused_and_stays(tmp_path):
+    names = _tree(tmp_path, "oyoyooyoyo")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        out = purge_files(fd, names, _rules(), 3, None)
+    finally:
+        os.close(fd)
+    # The first three old files (00, 02, 04) used the three slots; the next old one (05) and
+    # every name after it go back undecided, and stay on disk.
+    assert out.purged == out.slots_used == out.selected == 3
+    assert out.refused == names[5:]
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n in names if n not in names[:5:2])
+    assert out.scanned == 5  # 00-04 decided; 05 is not counted until it is decided
+    assert out.ops == 6 + 3  # lstat of 00-05, unlink of three
+    assert out.kept  # young files stay
+
+
+def test_the_stop_flag_is_read_between_runs_of_names(tmp_path):
+    names = _tree(tmp_path, "oooooo")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    reads = []
+
+    def stopped() -> bool:
+        reads.append(1)
+        return len(reads) > 2  # stop before the third run
+
+    try:
+        out = purge_files(fd, names, _rules(stopped=stopped, stop_check_mask=1), None, None)
+    finally:
+        os.close(fd)
+    # Runs of two names: two runs deleted, then the stop leaves the rest for the next run.
+    assert out.purged == 4 and out.ops == 4 + 4
+    assert sorted(os.listdir(tmp_path)) == names[4:]
+    assert out.kept and not out.refused
+
+
+def test_a_whole_batch_without_a_cap_or_a_stop(tmp_path):
+    names = _tree(tmp_path, "oyoyo")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        out = purge_files(fd, names, _rules(stop_check_mask=1), None, None)
+    finally:
+        os.close(fd)
+    assert out.purged == 3 and out.scanned == 5 and out.ops == 5 + 3
+    assert sorted(os.listdir(tmp_path)) == [names[1], names[3]]
