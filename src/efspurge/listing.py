@@ -2,7 +2,7 @@
 
 A unit lists a step of one or more directories in a thread (:func:`efspurge.liststep.list_steps`):
 for a new directory, the lstat and the open checked by identity, then up to a limit of entries
-of its listing (the plan's ``first_visit`` for new directories, ``next_visit`` for a big
+of its listing (the plan's ``first_visit`` for new directories, ``batch_size`` for a big
 directory's next batch). Its results come back as data and are applied here, on the loop:
 subdirectories go on the stack, files go to :mod:`efspurge.filebatches` (or were already
 deleted inline, when one thread does everything), and a directory whose listing is exhausted
@@ -54,7 +54,7 @@ class Listing:
             self.state.stack.pop()
             self.state.queued_entries -= 1
             self.state.fds.pin(top)
-            return self._step_unit([top], [0], self.state.plan.next_visit)
+            return self._step_unit([top], [0], self.state.plan.batch_size)
         # New directories drain the stack (depth first), so they go on over the entry budget.
         steps, reserved = self._take_new_dirs()
         if steps:
@@ -78,7 +78,7 @@ class Listing:
                 del self.state.stack[index]
                 self.state.queued_entries -= 1
                 self.state.fds.pin(node)
-                return self._step_unit([node], [0], self.state.plan.next_visit)
+                return self._step_unit([node], [0], self.state.plan.batch_size)
         return None
 
     def _take_new_dirs(self) -> tuple[list[DirNode], list[int]]:

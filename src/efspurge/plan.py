@@ -48,11 +48,6 @@ DIRS_PER_CALL_LOCAL = 64
 # A directory's first listing step reads this many entries at most: most directories are
 # small, and a batch of several new directories must stay bounded.
 FIRST_VISIT_ENTRIES = 512
-# A big directory's next listing steps on a network filesystem read this many entries at
-# most: the files of each step are deleted by other threads while the listing goes on, so a
-# directory that takes seconds to list is not deleted only after its last entry. Measured
-# through slowfs (EFS-like, flat 4,000): 5.607 s with 5,000-entry steps, 5.462 s with 512.
-NETWORK_LIST_ENTRIES = 512
 # Under --max-ops-per-second, batches are cut to this fraction of a second's operations.
 RATE_BATCHES_PER_SECOND = 20
 # Listed-but-unhandled entries allowed, in listing batches: bounds memory by construction.
@@ -86,7 +81,6 @@ class WalkPlan:
     workers: int  # worker processes for file batches (--processes N: N - 1)
     batch_size: int
     first_visit: int
-    next_visit: int  # a big directory's next listing steps
     dirs_per_call: int
     chunk_size: int
     inline_files: bool  # one thread lists and deletes (local) or threads share files (network)
@@ -233,7 +227,6 @@ def _batch_sizes(task_batch_size: int, threads: int, workers: int, ops: float) -
     return {
         "batch_size": batch,
         "first_visit": min(batch, FIRST_VISIT_ENTRIES),
-        "next_visit": batch if threads == 1 else min(batch, NETWORK_LIST_ENTRIES),
         "dirs_per_call": DIRS_PER_CALL_LOCAL if threads == 1 and not ops else 1,
         "chunk_size": _chunk_size(batch, threads, workers),
         "inline_files": threads == 1 and workers == 0,
