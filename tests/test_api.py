@@ -237,3 +237,12 @@ def test_too_large_a_number_and_a_path_keyword_are_refused(tmp_path):
         efspurge.AsyncPurger(str(tmp_path), max_age_days=10**400)
     with pytest.raises(TypeError, match="path"):
         efspurge.AsyncPurger(str(tmp_path), path="/elsewhere")
+
+
+@pytest.mark.parametrize("keyword", ["manifest", "metrics_file"])
+def test_an_output_file_that_cannot_be_written_is_named_by_its_keyword(tmp_path, keyword):
+    make_file(tmp_path / "old.log", old=True)
+    purger = efspurge.AsyncPurger(str(tmp_path), 30, dry_run=False, **{keyword: "/"})
+    with pytest.raises(SettingsError, match=rf"^{keyword}: cannot write '/'"):
+        asyncio.run(purger.purge())
+    assert snapshot(tmp_path) == {"file:old.log"}

@@ -156,6 +156,13 @@ def _bad(args, env=None):
         # Written only at the end: a path that can never be written is refused up front.
         (["--metrics-file", "/"], None, "--metrics-file: cannot write '/': it is a directory"),
         (["--metrics-file", "/no/such/dir/m.prom"], None, "--metrics-file: cannot write"),
+        # Written only at the end, named as the user gave it.
+        ([], {"EFSPURGE_METRICS_FILE": "/"}, "EFSPURGE_METRICS_FILE: cannot write '/'"),
+        ([], {"EFSPURGE_MANIFEST": "/"}, "EFSPURGE_MANIFEST: cannot write '/'"),
+        (["--manifest", "/"], None, "--manifest: cannot write '/'"),
+        # '1h1h' or '30m1h': a typo more likely than a sum.
+        (["--max-runtime", "1h1h"], None, "--max-runtime: each unit once, largest first"),
+        (["--max-runtime", "30m1h"], None, "--max-runtime: each unit once, largest first"),
         ([], {"EFSPURGE_MAX_AGE_DAYS": "soon"}, "EFSPURGE_MAX_AGE_DAYS"),
         ([], {"EFSPURGE_REMOVE_EMPTY_DIRS": "perhaps"}, "EFSPURGE_REMOVE_EMPTY_DIRS"),
         ([], {"EFSPURGE_MAX_CONCURRENCY": "-3"}, "EFSPURGE_MAX_CONCURRENCY"),

@@ -270,6 +270,12 @@ def _import_asyncio_without_tls() -> None:
         del sys.modules["ssl"]
 
 
+def _given_as(cli_value: object, flag: str) -> str:
+    """The name a message should use for an option's value: the flag if it was given on the
+    command line, else its environment variable (the only other source)."""
+    return flag if cli_value is not None else "EFSPURGE_" + flag[2:].upper().replace("-", "_")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     signals.install_early()  # first: a SIGTERM from now on stops the run, with its record
     _import_asyncio_without_tls()
@@ -302,9 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         refuse_root(settings.path)
-        check_metrics_file(settings)
+        check_metrics_file(settings, _given_as(args.metrics_file, "--metrics-file"))
         root = prepare_root(settings.path, settings.reads_atime)
-        manifest = open_manifest(settings)
+        manifest = open_manifest(settings, _given_as(args.manifest, "--manifest"))
     except SettingsError as exc:
         return _fail(str(exc))
     except OSError as exc:  # anything else about the root: one line, not a traceback

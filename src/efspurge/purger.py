@@ -135,7 +135,9 @@ class AsyncPurger:
             check_metrics_file(settings, "metrics_file")  # the CLI checked it already
         logger = self._logger or setup_logging(settings.log_level)
         root = self._root or prepare_root(settings.path, settings.reads_atime)
-        manifest = self._manifest if self._manifest is not None else open_manifest(settings)
+        manifest = self._manifest
+        if manifest is None:
+            manifest = open_manifest(settings, "manifest")
         try:
             run = Run(settings, root, logger, manifest, self._ui, self._relay)
             outcome = await run.execute()

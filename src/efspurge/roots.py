@@ -57,16 +57,15 @@ def prepare_root(raw_path: str, noatime: bool = False) -> RootInfo:
     return RootInfo(resolved, fd, st, fs_type)
 
 
-def open_manifest(settings: Settings) -> Manifest | None:
-    """Open --manifest before anything is deleted. Raises SettingsError if it cannot be."""
+def open_manifest(settings: Settings, name: str = "--manifest") -> Manifest | None:
+    """Open --manifest before anything is deleted. Raises SettingsError (naming the option as
+    ``name``: the flag, its variable or the keyword) if it cannot be."""
     if settings.manifest is None:
         return None
     try:
         return Manifest(settings.manifest)
     except OSError as exc:
-        raise SettingsError(
-            f"--manifest: cannot write {settings.manifest!r}: {exc.strerror}"
-        ) from None
+        raise SettingsError(f"{name}: cannot write {settings.manifest!r}: {exc.strerror}") from None
 
 
 def check_metrics_file(settings: Settings, name: str = "--metrics-file") -> None:

@@ -126,6 +126,10 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"expected a duration such as 45m, 1h30m, 90s or 3600, got {text!r}")
     if len(parts) > 1 and any(unit == "" for _, unit in parts):
         raise ValueError(f"every part of a duration needs a unit (s, m, h, d), got {text!r}")
+    units = [_UNIT_SECONDS[unit] for _, unit in parts]
+    if len(parts) > 1 and units != sorted(set(units), reverse=True):
+        # '1h1h' or '30m1h': a typo more likely than a sum; say so rather than guess.
+        raise ValueError(f"each unit once, largest first (such as 1d2h30m), got {text!r}")
     return sum(float(num) * _UNIT_SECONDS[unit] for num, unit in parts)
 
 
