@@ -585,6 +585,29 @@ def test_unknown_variable_is_an_error_and_nothing_is_deleted(tmp_path, variable,
     assert snapshot(tmp_path) == before
 
 
+def test_kubernetes_service_links_are_not_taken_for_options(tmp_path):
+    # A Service named efspurge or efspurge-pushgateway in the namespace puts these into every
+    # pod (enableServiceLinks defaults to true); they failed every run with exit 2 (found by
+    # review). A misspelled option next to them is still refused.
+    make_file(tmp_path / "root/old.log", old=True)
+    links = {
+        "EFSPURGE_SERVICE_HOST": "10.96.0.12",
+        "EFSPURGE_SERVICE_PORT": "9091",
+        "EFSPURGE_PORT": "tcp://10.96.0.12:9091",
+        "EFSPURGE_PORT_9091_TCP_ADDR": "10.96.0.12",
+        "EFSPURGE_PUSHGATEWAY_SERVICE_HOST": "10.96.0.13",
+        "EFSPURGE_PUSHGATEWAY_SERVICE_PORT_HTTP": "9091",
+        "EFSPURGE_PUSHGATEWAY_PORT_9091_TCP": "tcp://10.96.0.13:9091",
+        "EFSPURGE_PUSHGATEWAY_PORT_9091_TCP_PROTO": "tcp",
+    }
+    result = run_cli(str(tmp_path / "root"), env=links)
+    assert result.returncode == 0, result.stderr
+    assert final(result.stdout)["files_purged"] == 1
+    assert snapshot(tmp_path) == {"dir:root"}
+    result = run_cli(str(tmp_path / "root"), env={**links, "EFSPURGE_DRYRUN": "1"})
+    assert result.returncode == 2 and "EFSPURGE_DRYRUN" in result.stderr
+
+
 def test_known_non_option_variables_are_accepted(tmp_path):
     make_file(tmp_path / "root/old.log", old=True)
     env = {"EFSPURGE_PATH": str(tmp_path / "root"), "EFSPURGE_TEST_VENV": ".venv-test"}

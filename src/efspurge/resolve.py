@@ -13,6 +13,7 @@ import difflib
 import numbers
 import operator
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -61,11 +62,26 @@ def split_list(text: str, parse: Callable[[str], Any]) -> tuple[Any, ...]:
     return tuple(parse(p.strip()) for p in parts)
 
 
+# What Kubernetes puts in every pod's environment for each Service of its namespace (unless
+# the pod sets enableServiceLinks: false): a Service named efspurge or efspurge-pushgateway
+# gives EFSPURGE_SERVICE_HOST, EFSPURGE_PUSHGATEWAY_PORT_9091_TCP_ADDR and the like. They are
+# not efspurge's options, and refusing them would fail every run in that namespace.
+SERVICE_LINK = re.compile(
+    r"EFSPURGE(_[A-Z0-9_]+?)?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?"
+    r"|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)"
+)
+
+
 def check_unknown_variables(environ: Mapping[str, str]) -> None:
     """A misspelled variable (EFSPURGE_DRYRUN) must not be ignored: the run would go ahead
-    without it, for example deleting for real. Raises SettingsError naming the closest."""
+    without it, for example deleting for real. Raises SettingsError naming the closest.
+    Kubernetes' service links (SERVICE_LINK) are not efspurge's and are left alone."""
     known = [spec.env for spec in OPTIONS] + list(OTHER_VARIABLES)
-    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX) and name not in known and not SERVICE_LINK.fullmatch(name)
+    )
     if not unknown:
         return
     described = []
