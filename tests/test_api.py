@@ -246,3 +246,12 @@ def test_an_output_file_that_cannot_be_written_is_named_by_its_keyword(tmp_path,
     with pytest.raises(SettingsError, match=rf"^{keyword}: cannot write '/'"):
         asyncio.run(purger.purge())
     assert snapshot(tmp_path) == {"file:old.log"}
+
+
+def test_the_reference_class_name_is_the_same_class(tmp_path):
+    from efspurge.purger import AsyncEFSPurger
+
+    assert AsyncEFSPurger is efspurge.AsyncPurger is efspurge.AsyncEFSPurger
+    make_file(tmp_path / "old.log", old=True)
+    stats = asyncio.run(AsyncEFSPurger(str(tmp_path), 30).purge())  # dry_run=True by default
+    assert stats["files_to_purge"] == 1 and snapshot(tmp_path) == {"file:old.log"}

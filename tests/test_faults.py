@@ -37,6 +37,9 @@ def test_unlink_failure_is_counted_logged_and_the_run_goes_on(tmp_path, monkeypa
     warnings = [r for r in run.log if r["level"] == "WARNING"]
     assert warnings[0]["extra_fields"]["path"] == str(tmp_path / "d/bad")
     assert warnings[0]["extra_fields"]["errno"] == err
+    # The final record stays at INFO, as in the reference, whatever the outcome.
+    (done,) = [r for r in run.log if r["message"] == "Purge operation completed"]
+    assert done["level"] == "INFO" and done["extra_fields"]["exit_code"] == 1
 
 
 @pytest.mark.parametrize("err", [errno.EACCES, errno.EIO, errno.ESTALE])
