@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EFSPURGE, final, make_file, purge, run_cli, snapshot
+from conftest import EFSPURGE, final, make_file, purge, records, run_cli, snapshot
 
 from efspurge.filepurge import FileRules
 from efspurge.plan import StopFlag
@@ -419,3 +419,38 @@ def test_a_stop_ends_a_batch_at_its_next_check(tmp_path, threads, until_stop):
         os.close(fd)
     assert result.purged == until_stop and result.kept
     assert len(os.listdir(tmp_path)) == 200 - until_stop
+
+
+def test_a_worker_killed_outright_is_named_and_the_run_stops(tmp_path):
+    # The OOM killer or a SIGKILL on a worker: the run cannot know what its batch in flight
+    # deleted (docs/safety.md). It must stop (exit 3) and say which process died and how,
+    # not report a broken pipe (found by review).
+    root = tmp_path / "root"
+    for d in range(2):
+        for i in range(3_000):
+            make_file(root / f"d{d}" / f"f{i:04d}", old=True)
+    args = ["--processes", "2", "--task-batch-size", "500", "--no-dry-run"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_UNLINKS, str(root), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        workers: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                workers = [int(pid) for pid in f.read().split()]
+            if workers and sum(len(os.listdir(root / f"d{d}")) for d in range(2)) < 5_800:
+                break
+            time.sleep(0.05)
+        assert workers
+        os.kill(workers[0], 9)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, err[-2000:]
+    (critical,) = [r for r in records(out) if r["level"] == "CRITICAL"]  # once, not per batch
+    assert f"worker process {workers[0]} killed by SIGKILL" in critical["extra_fields"]["error"]
+    assert final(out)["interrupted"] is True

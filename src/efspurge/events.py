@@ -37,6 +37,7 @@ class EventLog:
         self.manifest_failed = False
         self.stop: Callable[[StopReason], None] | None = None  # set by the walk state
         self.why_kept: Callable[[os.stat_result], str] | None = None  # the age policy's words
+        self._internal_errors: set[str] = set()  # logged once each
 
     # --- paths, only for messages -------------------------------------------------------------
 
@@ -95,6 +96,11 @@ class EventLog:
         )
 
     def internal_error(self, exc: BaseException) -> None:
+        # The same error from several batches (a dead worker fails each batch it held) is
+        # one record.
+        if repr(exc) in self._internal_errors:
+            return
+        self._internal_errors.add(repr(exc))
         self.log.critical(
             "Internal error, stopping",
             exc_info=exc,

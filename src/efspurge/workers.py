@@ -29,7 +29,9 @@ import contextlib
 import mmap
 import os
 import pickle
+import signal
 import socket
+import time
 from typing import Any
 
 from efspurge.filepurge import FileResults, FileRules
@@ -93,8 +95,11 @@ class Worker:
                 # Never a blocking send: with batches queued the worker may be busy, and it
                 # must be able to send its reply while the parent is still sending the next.
                 await _send_async(loop, self.sock, (seq, jobs, slots), fds)
-            except BaseException:
-                self._break(RuntimeError(f"worker {self.pid}: a send was interrupted"))
+            except BaseException as exc:
+                died = self._died()
+                self._break(died or RuntimeError(f"worker {self.pid}: a send was interrupted"))
+                if died is not None:
+                    raise died from exc
                 raise
         # Shielded: cancelling this task leaves the reply to the reader, in its place.
         result = await asyncio.shield(reply)
@@ -119,7 +124,7 @@ class Worker:
             self._break(RuntimeError(f"worker {self.pid}: reading its replies was cancelled"))
             raise
         except Exception as exc:  # the worker exited, or the stream is corrupt
-            self._break(exc)
+            self._break(self._died() or exc)
 
     @property
     def replies_due(self) -> int:
@@ -133,12 +138,40 @@ class Worker:
             with contextlib.suppress(RuntimeError, ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
 
+    def _died(self) -> WorkerDied | None:
+        """If the worker process has ended (killed outright: the OOM killer, a SIGKILL), say
+        so plainly: the run's internal error then names what happened, not a broken pipe. The
+        process is only looked at (WNOWAIT): the pool reaps it when it closes. Its socket is
+        closed a moment before it can be waited for: a few tries (only when its socket broke)."""
+        for _ in range(40):
+            try:
+                ended = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return None
+            if ended is not None:
+                break
+            time.sleep(0.005)
+        else:
+            return None
+        if ended.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+            how = f"killed by {signal.Signals(ended.si_status).name}"
+        else:
+            how = f"exited with status {ended.si_status}"
+        return WorkerDied(
+            f"worker process {self.pid} {how}: the files of its batches in flight may be "
+            "deleted without being counted or written to the manifest"
+        )
+
     def _break(self, exc: Exception) -> None:
         self.broken = exc
         waiting_batches, self._replies = list(self._replies.values()), {}
         for waiting in waiting_batches:
             if not waiting.done():
                 waiting.set_exception(exc)
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended in the middle of the run."""
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
