@@ -155,7 +155,7 @@ def run_cli(
     )
 
 
-def act_mid_run(args: list[str], act) -> tuple[int, str]:
+def act_mid_run(args: list[str], act, preexec_fn=None) -> tuple[int, str]:
     """Run efspurge slowly (batches of one entry, progress every 50 ms) and call act(proc)
     when the first progress record appears: the run is then under way, so whatever act does
     lands mid-run without any sleep. Returns the exit code and everything printed on stdout."""
@@ -166,6 +166,7 @@ def act_mid_run(args: list[str], act) -> tuple[int, str]:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=preexec_fn,
     )
     assert proc.stdout is not None
     lines = []

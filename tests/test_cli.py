@@ -259,7 +259,9 @@ def _slow_tree(root, n=40_000):
                 os.utime(p, (0, 0))
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
 def test_signal_mid_run_stops_cleanly_with_final_record(tmp_path, signum, code):
     root = tmp_path / "root"
     _slow_tree(root)
@@ -279,6 +281,26 @@ def test_signal_mid_run_stops_cleanly_with_final_record(tmp_path, signum, code):
     # The next run continues where this one stopped.
     again = run_cli(str(root))
     assert again.returncode == 0
+    assert {p for p in snapshot(root) if p.startswith("file:")} == young
+
+
+def test_under_nohup_a_hangup_does_not_stop_the_run(tmp_path):
+    # nohup (SIGHUP ignored when the run starts): the user asked for the run to outlive the
+    # terminal, so a hang-up is not a stop; the workers ignore it too.
+    root = tmp_path / "root"
+    _slow_tree(root)
+    young = {p for p in snapshot(root) if p.startswith("file:") and int(p.rsplit("f", 1)[1]) % 2}
+
+    def nohup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def hang_up(proc) -> None:
+        proc.send_signal(signal.SIGHUP)
+
+    returncode, out = act_mid_run([str(root), "--processes", "2"], hang_up, preexec_fn=nohup)
+    assert returncode == 0
+    stats = final(out)
+    assert stats["interrupted"] is False and stats["files_purged"] == 20_000
     assert {p for p in snapshot(root) if p.startswith("file:")} == young
 
 

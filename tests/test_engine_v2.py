@@ -146,9 +146,11 @@ def test_an_error_on_a_megabyte_long_path_is_logged_and_the_run_ends(deep_tmp, m
     assert len(warning["extra_fields"]["path"]) > 1_100_000
 
 
-def test_sigterm_to_the_whole_process_group_is_one_stop(tmp_path):
-    # systemd and some runtimes signal the whole group: the workers ignore it and the parent
-    # stops once, with its final record and a manifest that holds every deletion.
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_signal_to_the_whole_process_group_is_one_stop(tmp_path, signum, code):
+    # systemd and some runtimes signal the whole group (and a closed terminal hangs up its
+    # whole foreground group): the workers ignore it and the parent stops once, with its
+    # final record and a manifest that holds every deletion.
     root = tmp_path / "root"
     for d in range(40):
         old_files(root / f"d{d}", 50)
@@ -164,12 +166,12 @@ def test_sigterm_to_the_whole_process_group_is_one_stop(tmp_path):
     for line in proc.stdout:
         lines.append(line)
         if json.loads(line)["message"] == "Progress":
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signum)
             break
     rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 143
+    assert proc.returncode == code
     stats = final("".join(lines) + rest)
-    assert stats["stop_reason"] == "SIGTERM"
+    assert stats["stop_reason"] == signal.Signals(signum).name
     deleted = {f"d{d}/f{i:03d}" for d in range(40) for i in range(50)}
     deleted -= {p.split(":", 1)[1] for p in snapshot(root) if p.startswith("file:")}
     recorded = {json.loads(line)["path"] for line in manifest.read_text().splitlines()}

@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 done with per-entry errors, 2 usage or configuration "
         "error, 3 fatal error, 4 --max-delete reached, 5 --max-runtime reached, 6 metrics not "
         "published (with --fail-on-push-error), "
-        "130 interrupted (SIGINT), 141 stdout closed, 143 terminated (SIGTERM).",
+        "129 hung up (SIGHUP: the terminal closed; not under nohup), 130 interrupted (SIGINT), "
+        "141 stdout closed, 143 terminated (SIGTERM).",
     )
     parser.add_argument(
         "path", nargs="?", default=None, help=f"root directory to purge (or {PATH_ENV})"

@@ -25,6 +25,7 @@ STOP_REASONS = (
     "none",
     "SIGTERM",
     "SIGINT",
+    "SIGHUP",
     "max_delete",
     "max_runtime",
     "internal error",

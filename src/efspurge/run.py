@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from efspurge import __version__
+from efspurge import __version__, signals
 from efspurge.events import EventLog
 from efspurge.memory import MemoryGuard, current_rss_mb
 from efspurge.plan import WalkPlan, build_plan
@@ -105,6 +105,7 @@ class Run:
         self.guard: MemoryGuard | None = None
         self._signals = 0
         self._handles_signals = False
+        self._stop_signals: list[int] = []
         self._started = time.monotonic()
 
     async def execute(self) -> Outcome:
@@ -196,24 +197,21 @@ class Run:
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         # Only the main thread receives signals (and only it may set their handlers): a run
         # started from another thread (the Python API in a worker thread of the caller's) is
-        # stopped by --max-runtime or by its caller, not by SIGINT/SIGTERM.
+        # stopped by --max-runtime or by its caller, not by signals.
         self._handles_signals = threading.current_thread() is threading.main_thread()
         if self._handles_signals:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            self._stop_signals = [s for s in signals.SIGNALS if signals.stops_the_run(s)]
+            for signum in self._stop_signals:
                 loop.add_signal_handler(signum, self._on_signal, signum)
 
     def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._handles_signals:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in self._stop_signals:
                 loop.remove_signal_handler(signum)
 
     def _take_early_signal(self) -> None:
         """A signal that arrived before the loop's handlers existed (see efspurge.signals)."""
-        try:
-            from efspurge.signals import early_signal
-        except ImportError:
-            return
-        signum = early_signal()
+        signum = signals.early_signal()
         if signum is not None:
             self._on_signal(signum)
 

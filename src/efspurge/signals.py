@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM that arrive before the engine's own handlers are installed.
+"""SIGINT, SIGTERM and SIGHUP that arrive before the engine's own handlers are installed.
 
 The command line calls ``install_early()`` first thing, before the heavy imports: from then on
 a SIGINT or SIGTERM is recorded instead of killing the process, and the engine, once its own
@@ -18,7 +18,7 @@ import os
 import signal
 from types import FrameType
 
-HANDLED = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 _received: int | None = None
 
@@ -32,9 +32,20 @@ def _record(signum: int, frame: FrameType | None) -> None:
     os.kill(os.getpid(), signum)
 
 
+def stops_the_run(signum: int) -> bool:
+    """Whether the run takes this signal as a stop. SIGINT and SIGTERM always; SIGHUP (a
+    closed terminal, a dropped ssh session) unless it is ignored (``nohup``: the user asked
+    for the run to outlive the terminal) or handled by a program that embeds the engine."""
+    if signum != signal.SIGHUP:
+        return True
+    return signal.getsignal(signum) in (signal.SIG_DFL, _record)
+
+
 def install_early() -> None:
-    """Record SIGINT/SIGTERM from now on (until the engine installs its own handlers)."""
-    for signum in HANDLED:
+    """Record the stopping signals from now on (until the engine installs its own)."""
+    for signum in SIGNALS:
+        if not stops_the_run(signum):
+            continue
         try:
             signal.signal(signum, _record)
         except ValueError:  # not the main thread (an embedding program): leave them alone
@@ -42,7 +53,7 @@ def install_early() -> None:
 
 
 def early_signal() -> int | None:
-    """The first SIGINT/SIGTERM received since ``install_early()``, or None."""
+    """The first stopping signal received since ``install_early()``, or None."""
     return _received
 
 

@@ -107,6 +107,7 @@ class StopReason(enum.Enum):
 
     SIGINT = ("SIGINT", 130)
     SIGTERM = ("SIGTERM", 143)
+    SIGHUP = ("SIGHUP", 129)
     MAX_DELETE = ("max_delete", 4)
     MAX_RUNTIME = ("max_runtime", 5)
     MANIFEST = ("manifest write failed", 3)

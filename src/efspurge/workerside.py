@@ -152,10 +152,10 @@ def become_worker(
     code = 0
     try:
         # The parent's loop routes signals through a wake-up descriptor that this process
-        # inherited: detach from it, and leave SIGINT/SIGTERM to the parent.
+        # inherited: detach from it, and leave SIGINT/SIGTERM/SIGHUP to the parent.
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         _serve(sock, _stop_with_parent(rules), threads)
     except BaseException:
         code = 3
