@@ -113,11 +113,10 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        hint = ""
         if message.startswith("unrecognized arguments:"):
             message += self._closest(message.partition(":")[2].split())
-            hint = f"Try '{self.prog} --help' for more information.\n"
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n{hint}")
+            message += f"; see '{self.prog} --help'"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")  # one line
 
     def _closest(self, unknown: list[str]) -> str:
         import difflib
@@ -127,6 +126,8 @@ class _Parser(argparse.ArgumentParser):
                 return f" ({REMOVED_FLAGS[word.partition('=')[0]]})"
         flags = [f for action in self._actions for f in action.option_strings]
         for word in unknown:
+            if word.partition("=")[0] in flags:  # a real flag, so it came after "--"
+                return f" ({word} comes after '--', which ends the options)"
             if word.startswith("--"):
                 match = difflib.get_close_matches(word.partition("=")[0], flags, n=1)
                 if match:
