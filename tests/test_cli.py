@@ -164,6 +164,9 @@ def _bad(args, env=None):
         (["--max-runtime", "1h1h"], None, "--max-runtime: each unit once, largest first"),
         (["--max-runtime", "30m1h"], None, "--max-runtime: each unit once, largest first"),
         ([], {"EFSPURGE_MAX_AGE_DAYS": "soon"}, "EFSPURGE_MAX_AGE_DAYS"),
+        # A shard index out of range, named where it came from.
+        (["--shard-count", "4"], {"JOB_COMPLETION_INDEX": "7"}, "JOB_COMPLETION_INDEX: must be"),
+        ([], {"EFSPURGE_SHARD_INDEX": "1"}, "EFSPURGE_SHARD_INDEX: must be between 0 and 0"),
         ([], {"EFSPURGE_REMOVE_EMPTY_DIRS": "perhaps"}, "EFSPURGE_REMOVE_EMPTY_DIRS"),
         ([], {"EFSPURGE_MAX_CONCURRENCY": "-3"}, "EFSPURGE_MAX_CONCURRENCY"),
         ([], {"EFSPURGE_LOG_LEVEL": "chatty"}, "EFSPURGE_LOG_LEVEL"),

@@ -96,7 +96,9 @@ def check_unknown_variables(environ: Mapping[str, str]) -> None:
     )
 
 
-def _resolve_shard(chosen: dict[str, Any], environ: Mapping[str, str]) -> None:
+def _resolve_shard(
+    chosen: dict[str, Any], environ: Mapping[str, str], sources: dict[str, str]
+) -> None:
     count = chosen.get("shard_count", 1)
     if "shard_index" not in chosen and count > 1:
         for name in INDEX_VARIABLES:
@@ -106,13 +108,15 @@ def _resolve_shard(chosen: dict[str, Any], environ: Mapping[str, str]) -> None:
                     chosen["shard_index"] = parse_int(raw)
                 except ValueError as exc:
                     raise SettingsError(f"{name}: {exc}") from None
+                sources["shard_index"] = name
                 break
         else:
             raise SettingsError(
                 "--shard-index: required with --shard-count above 1 (or set "
                 f"EFSPURGE_SHARD_INDEX, {' or '.join(INDEX_VARIABLES)})"
             )
-    _check_shard_index(chosen, "--shard-index")
+    # Named as the user gave it: the flag, EFSPURGE_SHARD_INDEX or the Job's own variable.
+    _check_shard_index(chosen, sources.get("shard_index", "--shard-index"))
 
 
 def _check_shard_index(chosen: dict[str, Any], name: str) -> None:
@@ -152,7 +156,7 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
         chosen[spec.field] = value
         sources[spec.field] = source
 
-    _resolve_shard(chosen, environ)
+    _resolve_shard(chosen, environ, sources)
 
     path = cli_values.get("path")
     root_for_patterns = path if path is not None else environ.get(PATH_ENV)
