@@ -345,12 +345,10 @@ class Run:
             reason = "interrupted by a signal" if stop in done else "deadline passed"
             if work in done:
                 reason = "failed"
-            self.log.warning(
-                "Metrics not published",
-                extra={
-                    "extra_fields": {"reason": reason, "deadline_seconds": METRICS_DEADLINE_SECONDS}
-                },
-            )
+            fields_: dict[str, Any] = {"reason": reason}
+            if reason == "deadline passed":  # the whole publication's deadline, not the push's
+                fields_["deadline_seconds"] = METRICS_DEADLINE_SECONDS
+            self.log.warning("Metrics not published", extra={"extra_fields": fields_})
         if stop in done and self.walker.stop_reason is not None:
             outcome.exit_code = self.walker.stop_reason.exit_code
         elif not published and settings.fail_on_push_error and outcome.exit_code == ExitCode.OK:
