@@ -67,12 +67,27 @@ def open_root(path: str, noatime: bool = False) -> tuple[int, os.stat_result]:
         raise
 
 
+def mount_id(fd: int) -> int | None:
+    """The mount an open descriptor is on (``mnt_id`` of /proc/self/fdinfo), or None if the
+    kernel does not say. Read only when a listing and an open disagree (see open_subdir)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as info:
+            for line in info:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def open_subdir(
     parent_fd: int,
     name: str,
     same_dev: int | None = None,
     expect: os.stat_result | None = None,
     noatime: bool = False,
+    listed_ino: int | None = None,
+    root_mount: int | None = None,
 ) -> tuple[int, os.stat_result]:
     """Open the directory ``name`` below ``parent_fd`` after checking that it is the listed one.
 
@@ -81,6 +96,12 @@ def open_subdir(
     ``same_dev``, a directory on another device raises OtherFilesystem before it is opened
     (lstat does not trigger an automount; open would). With ``expect`` (a reopen), the
     directory must also be the very one opened before.
+
+    A bind mount of the root's own filesystem has the root's device: with ``same_dev`` and
+    ``listed_ino`` (the inode the parent's listing showed: the directory under the mount),
+    an opened directory whose inode differs is on another mount if its mount is not the
+    root's ``root_mount``, and raises OtherFilesystem. (The inodes differ for a directory
+    replaced since the listing too, and on overlayfs; there the mount is the root's.)
     """
     before = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if not stat.S_ISDIR(before.st_mode):
@@ -100,6 +121,13 @@ def open_subdir(
         after = os.fstat(fd)
         if not os.path.samestat(before, after):
             raise DirectoryChanged("replaced between lstat and open")
+        if (
+            same_dev is not None
+            and listed_ino is not None
+            and after.st_ino != listed_ino
+            and (root_mount is None or mount_id(fd) != root_mount)
+        ):
+            raise OtherFilesystem("a mount point (a bind mount of the root's filesystem)")
         return fd, after
     except BaseException:
         os.close(fd)

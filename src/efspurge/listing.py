@@ -122,6 +122,7 @@ class Listing:
                 n.listing,
                 n.rel,
                 n.key,
+                n.ino,
             )
             for n in nodes
         ]
@@ -178,10 +179,9 @@ class Listing:
         elif node.listing is not None and result.listing is None:
             self.state.fds.listing_closed(node)
         self._count_listing(node, result)
-        for name in result.subdirs:
-            child = tree.add_child(
-                node, name, self.state.plan.child_key(node.key, name), self.state.plan.with_rel
-            )
+        plan = self.state.plan
+        for name, ino in zip(result.subdirs, result.subdir_inos, strict=True):
+            child = tree.add_child(node, name, plan.child_key(node.key, name), plan.with_rel, ino)
             self.state.stack.append(child)
         self.state.queued_entries += len(result.subdirs)
         used = 0

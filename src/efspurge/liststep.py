@@ -42,6 +42,7 @@ class ListResults:
     ops: int = 0  # system calls made (open, lstat, unlink; the loop counts listing reads)
     files: list[str] = field(default_factory=list)  # regular files not processed here
     subdirs: list[str] = field(default_factory=list)
+    subdir_inos: list[int] = field(default_factory=list)  # their inodes, as listed (d_ino)
     symlinks: int = 0
     specials: int = 0
     excluded_files: int = 0
@@ -60,7 +61,8 @@ class ListRules:
 
     same_dev: int | None
     noatime: bool
-    mount_points: frozenset[str]  # relative paths of mount points below the root
+    mount_points: frozenset[str]  # relative paths of mount points below the root (at start)
+    root_mount: int | None  # the root's mount id: a bind mount below it is another mount
     file_filter: Callable[[str, str | None], bool] | None  # --include/--exclude
     dir_filter: Callable[[str, str | None], bool] | None  # --exclude-dir (True: excluded)
     owner_filter: Callable[[int, str], bool] | None  # shards: is this file ours?
@@ -75,6 +77,7 @@ def list_step(
     listing: Iterator[os.DirEntry[str]] | None,
     rel: str | None,
     key: int,
+    ino: int | None,
     rules: ListRules,
     limit: int,
     files: FileRules | None,
@@ -87,7 +90,7 @@ def list_step(
     several threads (the network path).
     """
     out = ListResults(fd=fd, listing=listing)
-    if fd is None and not _enter(out, parent_fd, name, rel, rules):
+    if fd is None and not _enter(out, parent_fd, name, rel, ino, rules):
         return out
     if out.listing is None:
         try:
@@ -106,15 +109,28 @@ def list_step(
 
 
 def _enter(
-    out: ListResults, parent_fd: int | None, name: str, rel: str | None, rules: ListRules
+    out: ListResults,
+    parent_fd: int | None,
+    name: str,
+    rel: str | None,
+    ino: int | None,
+    rules: ListRules,
 ) -> bool:
-    """Open a new directory, checked by identity. False: not entered (``out.refused``)."""
+    """Open a new directory, checked by identity, and by mount when it must stay on the
+    root's filesystem. False: not entered (``out.refused``)."""
     assert parent_fd is not None
     out.ops = 2  # the lstat and the open
     try:
         if rel is not None and rel in rules.mount_points:
             raise fsops.OtherFilesystem("a mount point (bind mount)")
-        out.fd, out.st = fsops.open_subdir(parent_fd, name, rules.same_dev, noatime=rules.noatime)
+        out.fd, out.st = fsops.open_subdir(
+            parent_fd,
+            name,
+            rules.same_dev,
+            noatime=rules.noatime,
+            listed_ino=ino,
+            root_mount=rules.root_mount,
+        )
     except fsops.OtherFilesystem as exc:
         out.refused, out.refusal = "mount", exc
     except fsops.DirectoryChanged as exc:
@@ -125,7 +141,7 @@ def _enter(
 
 
 def list_steps(
-    steps: list[tuple[int | None, str, int | None, Any, str | None, int]],
+    steps: list[tuple[int | None, str, int | None, Any, str | None, int, int | None]],
     rules: ListRules,
     limit: int,
     batch_size: int,
@@ -137,12 +153,12 @@ def list_steps(
     A step not taken (budget spent, or the run stopping) is None."""
     results: list[ListResults | None] = []
     entries = used = 0
-    for parent_fd, name, fd, listing, rel, key in steps:
+    for parent_fd, name, fd, listing, rel, key, ino in steps:
         if entries >= batch_size or (files is not None and files.stopped()):
             results.append(None)
             continue
         left = None if slots is None else slots - used
-        result = list_step(parent_fd, name, fd, listing, rel, key, rules, limit, files, left)
+        result = list_step(parent_fd, name, fd, listing, rel, key, ino, rules, limit, files, left)
         if result.file_results is not None:
             used += result.file_results.slots_used
         entries += result.entries
@@ -190,6 +206,7 @@ def _sort_entries(
     """Sort entries one by one: files (filtered, and by shard), directories, the rest."""
     file_filter, dir_filter, owner_filter = rules.file_filter, rules.dir_filter, rules.owner_filter
     add_file, add_dir, debug = out.files.append, out.subdirs.append, rules.debug
+    add_ino = out.subdir_inos.append
     theirs: list[str] = []
     for entry in entries:
         name = entry.name
@@ -213,6 +230,7 @@ def _sort_entries(
                         out.debug.append((name, "excluded by --exclude-dir", None))
                 else:
                     add_dir(name)
+                    add_ino(entry.inode())  # from the listing (d_ino): no system call
             else:
                 if entry.is_symlink():
                     out.symlinks += 1

@@ -177,6 +177,7 @@ def build_plan(
     with_manifest: bool = False,
     debug: bool = False,
     fd_limit: int | None = None,
+    root_mount: int | None = None,
 ) -> WalkPlan:
     policy = AgePolicy.from_days(settings.max_age_days, now_ns=now_ns, age_by=settings.age_by)
     processes = choose_processes(settings, fs_type)
@@ -190,7 +191,8 @@ def build_plan(
         os.path.relpath(p, root_path) for p in mounts.mount_points_below(root_path)
     )
     stop = StopFlag()
-    list_rules = _list_rules(settings, root_st, policy, selector, shard, mount_rel, debug)
+    mounts_below = (mount_rel, root_mount)
+    list_rules = _list_rules(settings, root_st, policy, selector, shard, mounts_below, debug)
     file_rules = _file_rules(settings, policy, now_ns, protected, with_manifest, debug, stop)
     file_rules.stop_check_mask = 7 if threads > 1 else 63  # see FileRules
     young = settings.keep_empty_dirs_newer_than
@@ -240,7 +242,7 @@ def _list_rules(
     policy: AgePolicy,
     selector: Selector,
     shard: Shard | None,
-    mount_rel: frozenset[str],
+    mounts_below: tuple[frozenset[str], int | None],
     debug: bool,
 ) -> ListRules:
     """What a thread needs to sort a listing: the filesystem rail, the filters, the shard."""
@@ -248,10 +250,12 @@ def _list_rules(
     def theirs_stay(dir_fd: int, names: list[str]) -> bool:
         return any_stays(dir_fd, names, policy.is_expired)
 
+    mount_rel, root_mount = mounts_below  # the mount points found at start; the root's mount
     return ListRules(
         same_dev=root_st.st_dev if settings.one_file_system else None,
         noatime=settings.reads_atime,
         mount_points=mount_rel if settings.one_file_system else frozenset(),
+        root_mount=root_mount,
         file_filter=selector.file_selected if selector.filters_files else None,
         dir_filter=selector.dir_excluded if selector.filters_dirs else None,
         owner_filter=shard.owns_file if shard else None,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from efspurge import __version__, signals
+from efspurge import __version__, fsops, signals
 from efspurge.events import EventLog
 from efspurge.memory import MemoryGuard, current_rss_mb
 from efspurge.plan import WalkPlan, build_plan
@@ -95,6 +95,7 @@ class Run:
             protected=own_files(settings, manifest),
             with_manifest=manifest is not None,
             debug=logger.isEnabledFor(logging.DEBUG),
+            root_mount=fsops.mount_id(root.fd),
         )
         self.counts = Counters()
         self.events = EventLog(logger, root.path, settings.dry_run, manifest)

@@ -34,6 +34,7 @@ class DirNode:
     __slots__ = (
         "fd",
         "found_empty",
+        "ino",
         "kept",
         "key",
         "listing",
@@ -62,6 +63,7 @@ class DirNode:
         self.kept = False  # something stays inside: it cannot be removed
         self.seen = 0  # entries its listing returned so far
         self.found_empty = False  # the listing was exhausted without a single entry
+        self.ino: int | None = None  # the inode its parent's listing showed (d_ino)
 
     def __repr__(self) -> str:
         return f"DirNode({self.name!r}, pending={self.pending}, fd={self.fd})"
@@ -76,13 +78,17 @@ class DirNode:
         return nodes
 
 
-def add_child(parent: DirNode, name: str, key: int, with_rel: bool) -> DirNode:
+def add_child(
+    parent: DirNode, name: str, key: int, with_rel: bool, ino: int | None = None
+) -> DirNode:
     """A directory found by ``parent``'s listing: it holds its parent until it is finished."""
     rel = None
     if with_rel:
         rel = f"{parent.rel}/{name}" if parent.rel else name
     parent.pending += 1
-    return DirNode(name, parent, key, rel)
+    child = DirNode(name, parent, key, rel)
+    child.ino = ino
+    return child
 
 
 def add_work(node: DirNode, count: int = 1) -> None:
