@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import threading
 
+import pytest
 from conftest import age_dirs, make_file, purge, snapshot
+
+from efspurge import fsops
 
 
 def test_swapping_a_subdirectory_for_a_symlink_never_reaches_outside(tmp_path):
@@ -57,3 +60,29 @@ def test_swapping_a_subdirectory_for_a_symlink_never_reaches_outside(tmp_path):
             os.rename(spare, root / "d0" / "victim")
     assert snapshot(outside) >= {"file:precious0", "file:nested/precious0"}
     assert saw_the_swap, "the swapper never raced the walk: the test proved nothing"
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_directory_recreated_after_its_walk_is_not_removed(tmp_path, monkeypatch, processes):
+    # An application renames the directory away and makes a new one of the same name after
+    # the walk emptied it, before its rmdir: the new one was never looked at (and may be in
+    # use); it stays, as does the walked one, now elsewhere (found by review).
+    root, aside = tmp_path / "root", tmp_path / "aside"
+    make_file(root / "d/old", old=True)
+    make_file(root / "e/old", old=True)
+    age_dirs(root)
+    walked_d = os.stat(root / "d").st_ino
+    real_unlink = fsops.unlink_file
+
+    def unlink_then_recreate(dir_fd, name, dry_run):
+        real_unlink(dir_fd, name, dry_run)
+        if os.fstat(dir_fd).st_ino == walked_d:  # d's last file: d is empty now
+            os.rename(root / "d", aside)
+            os.mkdir(root / "d")
+
+    monkeypatch.setattr(fsops, "unlink_file", unlink_then_recreate)  # forked workers too
+    run = purge(root, remove_empty_dirs=True, processes=processes)
+    assert snapshot(root) == {"dir:d"}  # the new d stays; e, emptied and walked, is removed
+    assert os.stat(root / "d").st_ino != walked_d
+    assert aside.is_dir() and not any(aside.iterdir())  # the walked d, moved: not followed
+    assert run.stats["dirs_skipped_changed"] == 1 and run.stats["empty_dirs_deleted"] == 1

@@ -2,7 +2,8 @@
 
 :func:`remove_dirs` takes the :class:`Removal` items that the remover
 (:mod:`efspurge.emptydirs`) made of finished empty directories, children before parents,
-and fills in what became of each, for the remover to apply on the loop. A parent whose
+and fills in what became of each, for the remover to apply on the loop. Each name is
+checked (``lstat``) to be the very directory that was walked before its ``rmdir``. A parent whose
 descriptor was closed meanwhile is reopened first, through ``..`` of the directory, checked by
 identity. Its system calls go through :mod:`efspurge.fsops` (``fsops.remove_dir``, the one
 directory removal checkpoint), looked up when the batch runs, so a test's patch reaches it.
@@ -31,6 +32,7 @@ class Removal:
     name: str
     via_fd: int | None = None
     parent_st: os.stat_result | None = None
+    st: os.stat_result | None = None  # the directory as walked: rmdir only that one
     # Filled in by the thread:
     outcome: str = ""  # "removed", "gone", "busy", "refused", "changed", "error"
     error: BaseException | None = None
@@ -42,7 +44,7 @@ def remove_dirs(removals: list[Removal], slots: int | None, dry_run: bool, noati
 
     Returns the slots used. Fills in each removal's outcome.
     """
-    open_parent, remove_dir = fsops.open_parent, fsops.remove_dir
+    open_parent, remove_dir, lstat = fsops.open_parent, fsops.remove_dir, fsops.lstat_at
     used = 0
     for item in removals:
         if slots is not None and used >= slots:
@@ -60,6 +62,14 @@ def remove_dirs(removals: list[Removal], slots: int | None, dry_run: bool, noati
                 item.outcome, item.error = "error", exc
                 continue
         try:
+            if item.st is not None and not os.path.samestat(
+                lstat(item.name, dir_fd=parent_fd), item.st
+            ):
+                # Renamed away and another made in its place since it was walked (found by
+                # review): that one was never looked at, and an application may be using it.
+                item.outcome = "changed"
+                item.error = fsops.DirectoryChanged("replaced since it was walked")
+                continue
             remove_dir(parent_fd, item.name, dry_run)
         except OSError as exc:
             if exc.errno == errno.ENOENT:

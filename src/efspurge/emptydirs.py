@@ -118,6 +118,7 @@ class EmptyDirRemover:
                 break
             else:
                 return reopen(parent)
+            removal.st = node.st  # its identity as walked, checked again before its rmdir
             self.ready.popleft()
             batch.append((node, removal))
         if not batch:
