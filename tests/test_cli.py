@@ -346,3 +346,26 @@ def test_a_metrics_file_through_a_symlink_and_dotdot_is_the_folder_the_write_use
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "other" / "x" / "m.prom").exists()
+
+
+def test_a_pattern_that_starts_with_path_is_refused(tmp_path):
+    # `efspurge data --exclude-dir data/keep` would only exclude data/data/keep: what it was
+    # meant to keep would be purged (found by review). Refused, saying how to write it.
+    make_file(tmp_path / "data/keep/old", old=True)
+    before = snapshot(tmp_path)
+    for root, pattern in (("data", "data/keep"), ("./data/", "data/keep/"), ("data", "data/**")):
+        result = subprocess.run(
+            [EFSPURGE, root, "--exclude-dir", pattern], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert result.returncode == 2, result.stdout[-500:]
+        assert "starts with PATH ('data')" in result.stderr and result.stderr.count("\n") == 1
+    absolute = run_cli(str(tmp_path / "data"), "--exclude", str(tmp_path).lstrip("/") + "/data/x")
+    assert absolute.returncode == 2 and "starts with PATH" in absolute.stderr
+    assert snapshot(tmp_path) == before
+    # Written relative to PATH, or anchored to say PATH really holds such a path: taken.
+    ok = subprocess.run(
+        [EFSPURGE, "data", "--exclude-dir", "keep", "--exclude-dir", "./data/keep"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert snapshot(tmp_path) == before  # keep/ excluded: its old file stays

@@ -180,7 +180,8 @@ def _normalize_patterns(chosen: dict[str, Any], sources: dict[str, str], path: s
             continue
         try:
             chosen[field] = tuple(
-                normalize_pattern(p, root, for_dirs=field == "exclude_dir") for p in chosen[field]
+                normalize_pattern(p, root, for_dirs=field == "exclude_dir", given=path)
+                for p in chosen[field]
             )
         except ValueError as exc:
             raise SettingsError(f"{sources[field]}: {exc}") from None

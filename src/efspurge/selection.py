@@ -20,6 +20,7 @@ Pure: no I/O here.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -136,7 +137,26 @@ class Selector:
         return self._exclude_dir.matches(name, relpath)
 
 
-def normalize(pattern: str, root: str, for_dirs: bool) -> str:
+def _refuse_path_prefix(pattern: str, pat: str, root: str, given: str | None) -> None:
+    """A relative pattern that starts with PATH itself (``--exclude-dir data/keep`` with PATH
+    ``data``, or ``mnt/efs/keep`` with PATH ``/mnt/efs``) would only match PATH/data/keep:
+    almost surely not what was meant, and what it was meant to keep would be purged (found by
+    review). Refused, with how to write it."""
+    if pat.startswith(("/", "./")):
+        return
+    prefixes = {root.lstrip("/")}
+    if given is not None and not given.startswith("/"):
+        prefixes.add(os.path.normpath(given))
+    for prefix in prefixes - {"", "."}:
+        if pat.startswith(prefix + "/"):
+            rest = pat[len(prefix) + 1 :]
+            raise ValueError(
+                f"{pattern!r} starts with PATH ({prefix!r}), but patterns are relative to "
+                f"PATH: write {rest!r} (or {'./' + pat!r} if PATH really holds {pat!r})"
+            )
+
+
+def normalize(pattern: str, root: str, for_dirs: bool, given: str | None = None) -> str:
     """The spellings people write, as the rules above read them; ValueError (with how to
     write it) for a pattern that could never match.
 
@@ -146,6 +166,7 @@ def normalize(pattern: str, root: str, for_dirs: bool) -> str:
     """
     pat = re.sub(r"/{2,}", "/", pattern)
     root = root.rstrip("/") or "/"
+    _refuse_path_prefix(pattern, pat, root, given)
     anchored = outside = False
     if pat.startswith("./"):
         while pat.startswith("./"):
