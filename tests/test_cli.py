@@ -361,6 +361,8 @@ def test_a_pattern_that_starts_with_path_is_refused(tmp_path):
         assert "starts with PATH ('data')" in result.stderr and result.stderr.count("\n") == 1
     absolute = run_cli(str(tmp_path / "data"), "--exclude", str(tmp_path).lstrip("/") + "/data/x")
     assert absolute.returncode == 2 and "starts with PATH" in absolute.stderr
+    last_part = run_cli(str(tmp_path / "data"), "--exclude-dir", "data/keep")  # PATH's end
+    assert last_part.returncode == 2 and "starts with PATH ('data')" in last_part.stderr
     assert snapshot(tmp_path) == before
     # Written relative to PATH, or anchored to say PATH really holds such a path: taken.
     ok = subprocess.run(

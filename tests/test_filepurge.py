@@ -13,14 +13,14 @@ from efspurge.policy import AgePolicy
 from efspurge.stats import age_edges
 
 
-def _rules(**kwargs) -> FileRules:
+def _rules(dry_run: bool = False, **kwargs) -> FileRules:
     now = time.time_ns()
     policy = AgePolicy.from_days(30, now_ns=now)
     return FileRules(
         is_expired=policy.is_expired,
         timestamp=policy.timestamp,
         age_edges=age_edges(now),
-        dry_run=False,
+        dry_run=dry_run,
         **kwargs,
     )
 
@@ -80,3 +80,15 @@ def test_a_whole_batch_without_a_cap_or_a_stop(tmp_path):
         os.close(fd)
     assert out.purged == 3 and out.scanned == 5 and out.ops == 5 + 3
     assert sorted(os.listdir(tmp_path)) == [names[1], names[3]]
+
+
+def test_a_name_listed_twice_is_refused_from_where_the_cap_stopped(tmp_path):
+    # A listing can show a name twice while the directory changes (NFS); the cap must refuse
+    # from the position it stopped at, not from the name's first appearance (found by review).
+    names = _tree(tmp_path, "oo")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        out = purge_files(fd, [names[0], names[1], names[0]], _rules(dry_run=True), 2, None)
+    finally:
+        os.close(fd)
+    assert out.selected == 2 and out.refused == [names[0]] and out.ops == 3

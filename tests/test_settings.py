@@ -226,9 +226,9 @@ def test_shard_index_from_indexed_jobs_and_batch_arrays():
         ({"EFSPURGE_SHARD_COUNT": "4"}, "--shard-index: required"),
         (
             {"EFSPURGE_SHARD_COUNT": "4", "EFSPURGE_SHARD_INDEX": "4"},
-            "--shard-index: must be between 0 and 3",
+            "EFSPURGE_SHARD_INDEX: must be between 0 and 3",  # named where it came from
         ),
-        ({"EFSPURGE_SHARD_INDEX": "1"}, "--shard-index: must be between 0 and 0"),
+        ({"EFSPURGE_SHARD_INDEX": "1"}, "EFSPURGE_SHARD_INDEX: must be between 0 and 0"),
         ({"EFSPURGE_SHARD_COUNT": "0"}, "EFSPURGE_SHARD_COUNT: must be at least 1"),
         (
             {"EFSPURGE_SHARD_COUNT": "2", "JOB_COMPLETION_INDEX": "x"},

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -454,3 +455,31 @@ def test_a_worker_killed_outright_is_named_and_the_run_stops(tmp_path):
     (critical,) = [r for r in records(out) if r["level"] == "CRITICAL"]  # once, not per batch
     assert f"worker process {workers[0]} killed by SIGKILL" in critical["extra_fields"]["error"]
     assert final(out)["interrupted"] is True
+
+
+def test_a_worker_killed_by_a_real_time_signal_does_not_hang_the_run(tmp_path):
+    # signal.Signals has no name for 34-64: naming the death must not fail, or the batches
+    # waiting for that worker's replies would wait for ever (found by review).
+    root = tmp_path / "root"
+    for i in range(3_000):
+        make_file(root / f"f{i:04d}", old=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_UNLINKS, str(root), "--processes", "2", "--no-dry-run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        workers: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (workers and len(os.listdir(root)) < 2_900):
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                workers = [int(pid) for pid in f.read().split()]
+            time.sleep(0.05)
+        os.kill(workers[0], signal.SIGRTMIN + 6)
+        out, err = proc.communicate(timeout=60)  # before the fix: no end
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, err[-2000:]
+    (critical,) = [r for r in records(out) if r["level"] == "CRITICAL"]
+    assert f"killed by signal {int(signal.SIGRTMIN) + 6}" in critical["extra_fields"]["error"]

@@ -137,9 +137,13 @@ class EmptyDirRemover:
         granted = self.cap.reserve(len(batch))
         self.in_flight = True
         plan = self.plan
+        # System calls: an lstat (is it still the walked directory?) and the rmdir, which a
+        # dry run skips.
+        estimate = 2 * len(batch)
+        actual = len(batch) if plan.dry_run else estimate
 
         async def unit() -> None:
-            if self.throttle is not None and not await self.throttle(len(batch)):
+            if self.throttle is not None and not await self.throttle(estimate):
                 self.in_flight = False
                 self.cap.settle(granted, 0)
                 for node, removal in reversed(batch):  # as they were: the run is stopping
@@ -154,7 +158,7 @@ class EmptyDirRemover:
             finally:
                 self.in_flight = False
             if self.charge is not None:
-                self.charge(len(batch), len(batch))
+                self.charge(estimate, actual)
             self.cap.settle(granted, used)
             for node, removal in batch:
                 self._release_fds(node, removal)

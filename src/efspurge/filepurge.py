@@ -110,7 +110,7 @@ def _purge_loop(
             kept_any = True  # the rest is left for the next run
             break
         tried = min(first + run, len(names))  # every name of this run gets its lstat...
-        for name in names[first:tried]:
+        for i, name in enumerate(names[first:tried], first):
             try:
                 st = lstat(name, dir_fd=dir_fd)
             except OSError as exc:
@@ -126,9 +126,8 @@ def _purge_loop(
                     out.debug.append((name, "kept", st))
                 continue
             if used >= left:  # no --max-delete slot: refused, so not counted yet
-                tried = names.index(name, first)  # ...unless the cap stops it (names unique)
-                out.refused.extend(names[tried:])
-                tried += 1  # this one's lstat was made
+                out.refused.extend(names[i:])  # ...unless the cap stops it: up to this one
+                tried = i + 1
                 scanned -= 1
                 break
             used += 1

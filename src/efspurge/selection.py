@@ -138,13 +138,15 @@ class Selector:
 
 
 def _refuse_path_prefix(pattern: str, pat: str, root: str, given: str | None) -> None:
-    """A relative pattern that starts with PATH itself (``--exclude-dir data/keep`` with PATH
-    ``data``, or ``mnt/efs/keep`` with PATH ``/mnt/efs``) would only match PATH/data/keep:
-    almost surely not what was meant, and what it was meant to keep would be purged (found by
-    review). Refused, with how to write it."""
+    """A relative pattern that starts with PATH itself or its last parts (``--exclude-dir
+    data/keep`` with PATH ``data``; ``mnt/efs/keep`` or ``efs/keep`` with PATH ``/mnt/efs``)
+    would only match PATH/data/keep: almost surely not what was meant, and what it was meant
+    to keep would be purged (found by review). Refused, with how to write it. Pure: PATH as
+    written and made absolute, no symlink resolved."""
     if pat.startswith(("/", "./")):
         return
-    prefixes = {root.lstrip("/")}
+    parts = root.strip("/").split("/")
+    prefixes = {"/".join(parts[i:]) for i in range(len(parts))}
     if given is not None and not given.startswith("/"):
         prefixes.add(os.path.normpath(given))
     for prefix in prefixes - {"", "."}:

@@ -95,11 +95,14 @@ class Worker:
                 # Never a blocking send: with batches queued the worker may be busy, and it
                 # must be able to send its reply while the parent is still sending the next.
                 await _send_async(loop, self.sock, (seq, jobs, slots), fds)
-            except BaseException as exc:
-                died = self._died()
-                self._break(died or RuntimeError(f"worker {self.pid}: a send was interrupted"))
+            except OSError as exc:  # a broken pipe: the worker is most likely gone
+                died = self._death_or(None)
+                self._break(died or RuntimeError(f"worker {self.pid}: a send failed ({exc!r})"))
                 if died is not None:
                     raise died from exc
+                raise
+            except BaseException:  # a cancellation: the worker is fine, the stream is not
+                self._break(RuntimeError(f"worker {self.pid}: a send was interrupted"))
                 raise
         # Shielded: cancelling this task leaves the reply to the reader, in its place.
         result = await asyncio.shield(reply)
@@ -124,7 +127,7 @@ class Worker:
             self._break(RuntimeError(f"worker {self.pid}: reading its replies was cancelled"))
             raise
         except Exception as exc:  # the worker exited, or the stream is corrupt
-            self._break(self._died() or exc)
+            self._break(self._death_or(exc))
 
     @property
     def replies_due(self) -> int:
@@ -137,6 +140,14 @@ class Worker:
             self._reader.cancel()
             with contextlib.suppress(RuntimeError, ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
+
+    def _death_or(self, other):
+        """The worker's death (a WorkerDied) if it has ended, else ``other``. Never raises: it
+        runs where a failure would keep _break from waking the batches (a hang)."""
+        try:
+            return self._died() or other
+        except Exception:
+            return other
 
     def _died(self) -> WorkerDied | None:
         """If the worker process has ended (killed outright: the OOM killer, a SIGKILL), say
@@ -154,7 +165,10 @@ class Worker:
         else:
             return None
         if ended.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
-            how = f"killed by {signal.Signals(ended.si_status).name}"
+            try:
+                how = f"killed by {signal.Signals(ended.si_status).name}"
+            except ValueError:  # a real-time signal, which the enum does not name (review)
+                how = f"killed by signal {ended.si_status}"
         else:
             how = f"exited with status {ended.si_status}"
         return WorkerDied(
