@@ -33,12 +33,17 @@ def _record(signum: int, frame: FrameType | None) -> None:
 
 
 def stops_the_run(signum: int) -> bool:
-    """Whether the run takes this signal as a stop. SIGINT and SIGTERM always; SIGHUP (a
-    closed terminal, a dropped ssh session) unless it is ignored (``nohup``: the user asked
-    for the run to outlive the terminal) or handled by a program that embeds the engine."""
-    if signum != signal.SIGHUP:
-        return True
-    return signal.getsignal(signum) in (signal.SIG_DFL, _record)
+    """Whether the run takes this signal as a stop. SIGTERM always (a deadline); SIGINT unless
+    it was ignored when the run started (a background job of a shell script, which a Ctrl-C
+    meant for the script must not stop); SIGHUP (a closed terminal, a dropped ssh session)
+    unless it is ignored (``nohup``: the run is to outlive the terminal) or handled by a
+    program that embeds the engine."""
+    current = signal.getsignal(signum)
+    if signum == signal.SIGHUP:
+        return current in (signal.SIG_DFL, _record)
+    if signum == signal.SIGINT:
+        return current is not signal.SIG_IGN
+    return True
 
 
 def install_early() -> None:
