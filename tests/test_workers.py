@@ -343,6 +343,25 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+def _files_left(root: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(root))
+
+
+def _workers_once_deleting(proc: subprocess.Popen, root: Path, below: int) -> list[int]:
+    """The worker processes' pids, once fewer than ``below`` files are left under ``root``
+    (the workers are deleting, batches queued in them), however slow the machine."""
+    workers: list[int] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            workers = [int(pid) for pid in f.read().split()]
+        if workers and _files_left(root) < below:
+            break
+        time.sleep(0.05)
+    assert workers
+    return workers
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -366,17 +385,8 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        # Wait until the workers are deleting (started, batches queued in them), however
-        # slow the machine, then a little more.
-        workers: list[int] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-                workers = [int(pid) for pid in f.read().split()]
-            if workers and sum(len(os.listdir(root / f"d{d}")) for d in range(2)) < 6_000:
-                break
-            time.sleep(0.05)
-        time.sleep(0.3)
+        workers = _workers_once_deleting(proc, root, 6_000)
+        time.sleep(0.3)  # a little more: batches queued in the workers
         left_at_kill = sum(len(os.listdir(root / f"d{d}")) for d in range(2))
         proc.kill()
         proc.wait(timeout=10)
@@ -438,15 +448,7 @@ def test_a_worker_killed_outright_is_named_and_the_run_stops(tmp_path):
         text=True,
     )
     try:
-        workers: list[int] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-                workers = [int(pid) for pid in f.read().split()]
-            if workers and sum(len(os.listdir(root / f"d{d}")) for d in range(2)) < 5_800:
-                break
-            time.sleep(0.05)
-        assert workers
+        workers = _workers_once_deleting(proc, root, 5_800)
         os.kill(workers[0], 9)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -470,12 +472,7 @@ def test_a_worker_killed_by_a_real_time_signal_does_not_hang_the_run(tmp_path):
         text=True,
     )
     try:
-        workers: list[int] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (workers and len(os.listdir(root)) < 2_900):
-            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-                workers = [int(pid) for pid in f.read().split()]
-            time.sleep(0.05)
+        workers = _workers_once_deleting(proc, root, 2_900)
         os.kill(workers[0], signal.SIGRTMIN + 6)
         out, err = proc.communicate(timeout=60)  # before the fix: no end
     finally:
