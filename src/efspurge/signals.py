@@ -1,9 +1,10 @@
 """SIGINT, SIGTERM and SIGHUP that arrive before the engine's own handlers are installed.
 
 The command line calls ``install_early()`` first thing, before the heavy imports: from then on
-a SIGINT or SIGTERM is recorded instead of killing the process, and the engine, once its own
-handlers are installed, reads ``early_signal()`` and treats a recorded signal as a stop
-request (an interrupted run with its final record and exit code 130/143).
+a stopping signal (see ``stops_the_run``) is recorded instead of killing the process, and the
+engine, once its own handlers are installed, reads ``early_signal()`` and treats a recorded
+signal as a stop request (an interrupted run with its final record and exit code
+130/143/129).
 
 A second signal before the engine has taken over means the user insists: the process then
 dies of that signal at once, as it would have without these handlers. Nothing has been
