@@ -108,17 +108,16 @@ class EmptyDirRemover:
             assert parent is not None
             if parent.fd is not None:
                 self.fds.pin(parent)
-                removal = dirremoval.Removal(parent.fd, node.name)
+                removal = dirremoval.Removal(parent.fd, node.name, st=node.st)
             elif node.fd is not None and parent not in reopening and self._room_via(node, room):
                 # Reopen the parent through '..' of this directory, checked by identity.
                 reopening.add(parent)
                 self.fds.open += 1
-                removal = dirremoval.Removal(None, node.name, node.fd, parent.st)
+                removal = dirremoval.Removal(None, node.name, node.fd, parent.st, node.st)
             elif batch or parent in reopening:
                 break
             else:
                 return reopen(parent)
-            removal.st = node.st  # its identity as walked, checked again before its rmdir
             self.ready.popleft()
             batch.append((node, removal))
         if not batch:

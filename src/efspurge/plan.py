@@ -191,8 +191,9 @@ def build_plan(
         os.path.relpath(p, root_path) for p in mounts.mount_points_below(root_path)
     )
     stop = StopFlag()
-    mounts_below = (mount_rel, root_mount)
-    list_rules = _list_rules(settings, root_st, policy, selector, shard, mounts_below, debug)
+    list_rules = _list_rules(
+        settings, root_st, policy, selector, shard, mount_rel, root_mount, debug
+    )
     file_rules = _file_rules(settings, policy, now_ns, protected, with_manifest, debug, stop)
     file_rules.stop_check_mask = 7 if threads > 1 else 63  # see FileRules
     young = settings.keep_empty_dirs_newer_than
@@ -242,7 +243,8 @@ def _list_rules(
     policy: AgePolicy,
     selector: Selector,
     shard: Shard | None,
-    mounts_below: tuple[frozenset[str], int | None],
+    mount_rel: frozenset[str],
+    root_mount: int | None,
     debug: bool,
 ) -> ListRules:
     """What a thread needs to sort a listing: the filesystem rail, the filters, the shard."""
@@ -250,7 +252,6 @@ def _list_rules(
     def theirs_stay(dir_fd: int, names: list[str]) -> bool:
         return any_stays(dir_fd, names, policy.is_expired)
 
-    mount_rel, root_mount = mounts_below  # the mount points found at start; the root's mount
     return ListRules(
         same_dev=root_st.st_dev if settings.one_file_system else None,
         noatime=settings.reads_atime,
