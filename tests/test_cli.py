@@ -170,6 +170,8 @@ def _bad(args, env=None):
         ([], {"EFSPURGE_REMOVE_EMPTY_DIRS": "perhaps"}, "EFSPURGE_REMOVE_EMPTY_DIRS"),
         ([], {"EFSPURGE_MAX_CONCURRENCY": "-3"}, "EFSPURGE_MAX_CONCURRENCY"),
         ([], {"EFSPURGE_LOG_LEVEL": "chatty"}, "EFSPURGE_LOG_LEVEL"),
+        # A bad variable is refused even where its flag overrides it.
+        (["--max-delete", "5"], {"EFSPURGE_MAX_DELETE": "five"}, "EFSPURGE_MAX_DELETE"),
     ],
 )
 def test_bad_input_is_one_clear_line_exit_2_and_nothing_changes(tree, args, env, needle):

@@ -163,6 +163,35 @@ def test_bad_environment_values_name_the_variable(env, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("cli", "env", "message"),
+    [
+        (
+            {"max_age_days": 30.0},
+            {"EFSPURGE_MAX_AGE_DAYS": "thirty"},
+            "EFSPURGE_MAX_AGE_DAYS: expected",
+        ),
+        (
+            {"max_delete": 10},
+            {"EFSPURGE_MAX_DELETE": "-1"},
+            "EFSPURGE_MAX_DELETE: must be at least",
+        ),
+        ({"dry_run": True}, {"EFSPURGE_DRY_RUN": ""}, "EFSPURGE_DRY_RUN: is set but empty"),
+        (
+            {"exclude": ["*.keep"]},
+            {"EFSPURGE_EXCLUDE": "[unclosed"},
+            "EFSPURGE_EXCLUDE: bad pattern",
+        ),
+    ],
+)
+def test_a_bad_variable_is_refused_even_when_its_flag_overrides_it(cli, env, message):
+    # The flag wins, but the deployment's environment holds a mistake: say so now rather
+    # than on the day the flag is dropped.
+    with pytest.raises(SettingsError) as info:
+        resolve(cli=cli, env=env)
+    assert str(info.value).startswith(message)
+
+
 def test_bad_command_line_values_name_the_flag():
     with pytest.raises(SettingsError, match=r"^--max-age-days: must not be negative"):
         resolve(cli={"max_age_days": -2.0})

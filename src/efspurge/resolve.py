@@ -119,6 +119,20 @@ def _resolve_shard(
     _check_shard_index(chosen, sources.get("shard_index", "--shard-index"))
 
 
+def _env_value(spec: OptionSpec, raw: str) -> Any:
+    """One EFSPURGE_* variable's value, parsed and range-checked, or SettingsError naming it."""
+    if not raw.strip():
+        raise SettingsError(f"{spec.env}: is set but empty")
+    try:
+        value = split_list(raw, spec.parse) if spec.multiple else spec.parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{spec.env}: {exc}") from None
+    problem = spec.check(value) if spec.check and value is not None else None
+    if problem:
+        raise SettingsError(f"{spec.env}: {problem}")
+    return value
+
+
 def _check_shard_index(chosen: dict[str, Any], name: str) -> None:
     count, index = chosen.get("shard_count", 1), chosen.get("shard_index", 0)
     if not 0 <= index < count:
@@ -137,15 +151,13 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
     for spec in OPTIONS:
         value = cli_values.get(spec.field)
         source = spec.flag
-        if value is None and spec.env in environ:
-            source = spec.env
-            raw = environ[spec.env]
-            if not raw.strip():
-                raise SettingsError(f"{spec.env}: is set but empty")
-            try:
-                value = split_list(raw, spec.parse) if spec.multiple else spec.parse(raw)
-            except ValueError as exc:
-                raise SettingsError(f"{spec.env}: {exc}") from None
+        if spec.env in environ:
+            # Checked even when the flag overrides it: a bad value in a deployment's
+            # environment is a mistake to report, not to leave waiting for the day the flag
+            # is dropped.
+            from_env = _env_value(spec, environ[spec.env])
+            if value is None:
+                value, source = from_env, spec.env
         if value is None or (spec.multiple and not value):
             continue
         if spec.multiple:
