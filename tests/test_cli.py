@@ -352,6 +352,33 @@ def test_a_metrics_file_through_a_symlink_and_dotdot_is_the_folder_the_write_use
     assert (tmp_path / "other" / "x" / "m.prom").exists()
 
 
+def test_pattern_variables_split_where_sets_end_and_keep_what_they_name(tmp_path):
+    # '[[]' is the documented literal '['; the variable's split used to count it as an open
+    # bracket and swallow every later comma, so '*.keep' and 'keep' were lost and their
+    # files purged (found by review). Checked on disk, in a real run.
+    root = tmp_path / "root"
+    for name in ("[wip] draft.txt", "important.keep", "keep/db.sqlite", "tmp/junk"):
+        make_file(root / name, old=True)
+    env = {"EFSPURGE_EXCLUDE": "[[]*,*.keep", "EFSPURGE_EXCLUDE_DIR": "[[]*,keep"}
+    result = run_cli(str(root), "--max-age-days", "30", env=env)
+    assert result.returncode == 0, result.stderr
+    remaining = {e for e in snapshot(root) if e.startswith("file:")}
+    assert remaining == {"file:[wip] draft.txt", "file:important.keep", "file:keep/db.sqlite"}
+    assert final(result.stdout)["files_excluded"] == 2
+
+
+def test_an_exclude_dir_ending_in_double_star_is_refused(tmp_path):
+    # 'keep/**' matches the directories below keep, not keep's own files, which would be
+    # purged: refused, saying to write 'keep'.
+    make_file(tmp_path / "keep/precious", old=True)
+    before = snapshot(tmp_path)
+    for pattern in ("keep/**", "keep/**/", "/keep/**", "**/keep/**"):
+        result = run_cli(str(tmp_path), "--exclude-dir", pattern)
+        assert result.returncode == 2
+        assert "not the files in it: write" in result.stderr and result.stderr.count("\n") == 1
+    assert snapshot(tmp_path) == before
+
+
 def test_a_pattern_that_starts_with_path_is_refused(tmp_path):
     # `efspurge data --exclude-dir data/keep` would only exclude data/data/keep: what it was
     # meant to keep would be purged (found by review). Refused, saying how to write it.

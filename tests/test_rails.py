@@ -193,6 +193,25 @@ def test_patterns_select_exactly_on_a_real_tree(tmp_path, mode):
     assert run.stats["files_excluded"] == 4
 
 
+def test_a_set_never_matches_a_slash():
+    # As in a shell's glob: '[!_]' is one character of a name. Before, it also matched '/',
+    # so an --include reached into a subdirectory it did not name (found by review).
+    s = Selector(include=["tmp[!_]*/*.log"])
+    assert s.file_selected("c.log", "tmp1/c.log")
+    assert not s.file_selected("build.log", "tmp/project/build.log")
+    assert not Selector(include=["a[/]b"]).file_selected("b", "a/b")
+    assert not Selector(include=["a[.-0]b"]).file_selected("b", "a/b")  # a range over '/'
+    assert Selector(include=["a[.-0]b"]).file_selected("a.b", "a.b")
+
+
+def test_an_include_with_a_negated_set_deletes_only_what_a_glob_names(tmp_path, mode):
+    for name in ("tmp1/c.log", "tmp/project/build.log", "tmp_x/d.log"):
+        make_file(tmp_path / name, old=True)
+    purge(tmp_path, include=("tmp[!_]*/*.log",), **mode)
+    remaining = {e.split(":", 1)[1] for e in snapshot(tmp_path) if e.startswith("file:")}
+    assert remaining == {"tmp/project/build.log", "tmp_x/d.log"}
+
+
 # --- which timestamp --------------------------------------------------------------------------
 
 

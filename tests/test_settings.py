@@ -230,6 +230,20 @@ def test_a_capital_m_is_refused_minutes_or_months(text):
         resolve(env={"EFSPURGE_KEEP_EMPTY_DIRS_NEWER_THAN": text})
 
 
+@pytest.mark.parametrize(
+    ("text", "patterns"),
+    [
+        ("[[]*,*.keep", ("[[]*", "*.keep")),  # '[[]' is a literal '[': the set ends there
+        ("a[,]b,c", ("a[,]b", "c")),  # a comma in a set is part of it
+        ("[]],x", ("[]]", "x")),  # ']' right after '[' is a member
+        ("[!],]x,y", ("[!],]x", "y")),
+        ("*.log, *.tmp", ("*.log", "*.tmp")),
+    ],
+)
+def test_pattern_variables_split_where_the_pattern_rules_end_a_set(text, patterns):
+    assert resolve(env={"EFSPURGE_EXCLUDE": text}).exclude == patterns
+
+
 def test_repeated_flags_replace_the_environment_list():
     s = resolve(cli={"exclude": ["a", "b"]}, env={"EFSPURGE_EXCLUDE": "c"})
     assert s.exclude == ("a", "b")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from efspurge.selection import normalize as normalize_pattern
+from efspurge.selection import split_list as split_patterns
 from efspurge.settings import (
     ENV_PREFIX,
     OPTIONS,
@@ -44,22 +45,9 @@ OTHER_VARIABLES = (PATH_ENV, "EFSPURGE_TEST_VENV")
 
 
 def split_list(text: str, parse: Callable[[str], Any]) -> tuple[Any, ...]:
-    """Items of one environment variable: comma-separated (a literal comma is [,]), each
-    parsed as the option's single value would be."""
-    parts = []
-    depth, current = 0, []
-    for ch in text:
-        if ch == "[":
-            depth += 1
-        elif ch == "]" and depth:
-            depth -= 1
-        if ch == "," and not depth:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return tuple(parse(p.strip()) for p in parts)
+    """Items of one environment variable: comma-separated (a literal comma is [,]; sets end
+    where the pattern rules end them), each parsed as the option's single value would be."""
+    return tuple(parse(p.strip()) for p in split_patterns(text))
 
 
 # What Kubernetes puts in every pod's environment for each Service of its namespace (unless

@@ -48,21 +48,51 @@ def translate(pattern: str) -> str:
         elif ch == "?":
             out.append("[^/]")
         elif ch == "[":
-            # A ']' right after '[' or '[!' is a member, not the end: '[]]', '[!]]'.
-            first = i + 2 if pat[i + 1 : i + 2] in ("!", "^") else i + 1
-            end = pat.find("]", first + 1 if pat[first : first + 1] == "]" else first)
+            end = set_end(pat, i)
             if end == -1:
                 raise ValueError(f"unclosed '[' in pattern {pattern!r}")
             body = pat[i + 1 : end]
             negate = body.startswith(("!", "^"))
             if negate:
                 body = body[1:]
-            out.append("[" + ("^" if negate else "") + _set_body(body) + "]")
+            # A set never matches '/', as in a shell's glob: '[!_]' is one character of a
+            # name, and a pattern must not reach into subdirectories through it.
+            if negate:
+                out.append("[^" + _set_body(body) + "/]")
+            else:
+                out.append("(?!/)[" + _set_body(body) + "]")
             i = end
         else:
             out.append(re.escape(ch))
         i += 1
     return "(?s:" + "".join(out) + r")\Z"
+
+
+def set_end(pat: str, i: int) -> int:
+    """Where the set opened by the '[' at ``pat[i]`` ends (the index of its ']'), or -1 if
+    it is never closed. A ']' right after '[' or '[!' is a member, not the end ('[]]',
+    '[!]]'); a '[' inside a set is a member too ('[[]' matches a literal '[')."""
+    first = i + 2 if pat[i + 1 : i + 2] in ("!", "^") else i + 1
+    return pat.find("]", first + 1 if pat[first : first + 1] == "]" else first)
+
+
+def split_list(text: str) -> list[str]:
+    """The patterns of one environment variable: split on the commas outside sets, where a
+    set ends exactly as :func:`translate` ends it (so ``[[]*,*.keep`` is two patterns, and a
+    literal comma is ``[,]``)."""
+    parts, start, i = [], 0, 0
+    while i < len(text):
+        if text[i] == "[":
+            end = set_end(text, i)
+            if end != -1:
+                i = end + 1
+                continue
+        elif text[i] == ",":
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return parts
 
 
 def _set_body(body: str) -> str:
@@ -191,6 +221,13 @@ def normalize(pattern: str, root: str, for_dirs: bool, given: str | None = None)
                 "files below it"
             )
         pat = pat.rstrip("/")
+    if for_dirs and pat.endswith("/**"):
+        # It would match the directories below, not the files in the directory itself, which
+        # would be purged: almost surely not what was meant (found by review).
+        raise ValueError(
+            f"{pattern!r} skips only the directories below {pat[:-3]!r}, not the files in "
+            f"it: write {pattern.rstrip('/')[:-3]!r} to keep the whole directory"
+        )
     parts = pat.split("/")
     if not pat or ".." in parts or "." in parts:
         raise ValueError(f"{pattern!r} never matches: patterns are relative to PATH")
