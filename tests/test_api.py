@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 
 import pytest
 from conftest import make_file, snapshot
@@ -255,3 +257,41 @@ def test_the_reference_class_name_is_the_same_class(tmp_path):
     make_file(tmp_path / "old.log", old=True)
     stats = asyncio.run(AsyncEFSPurger(str(tmp_path), 30).purge())  # dry_run=True by default
     assert stats["files_to_purge"] == 1 and snapshot(tmp_path) == {"file:old.log"}
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_cancelled_purge_stops_and_records_every_deletion(tmp_path, processes):
+    # asyncio.wait_for or task.cancel() around purge(): before, the batch running in a thread
+    # deleted on and its results were dropped, so thousands of deletions were in neither the
+    # manifest nor the stats (found by review). Now a cancellation is a stop: the batches in
+    # flight end early, everything they did is recorded, then the cancellation goes on.
+    root = tmp_path / "root"
+    root.mkdir()
+    files = 40_000
+    for i in range(files):
+        make_file(root / f"f{i:05d}", old=True)
+    manifest = tmp_path / "manifest.jsonl"
+
+    async def main() -> efspurge.AsyncPurger:
+        purger = efspurge.AsyncPurger(
+            root, max_age_days=30, dry_run=False, log_level="ERROR", manifest=manifest,
+            processes=processes, progress_interval=0,
+        )  # fmt: skip
+        task = asyncio.ensure_future(purger.purge())
+        while len(os.listdir(root)) == files:  # the first batch is deleting
+            await asyncio.sleep(0.002)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return purger
+
+    purger = asyncio.run(main())
+    deleted = files - len(os.listdir(root))
+    time.sleep(0.3)
+    assert files - len(os.listdir(root)) == deleted  # nothing deletes after purge() returned
+    assert 0 < deleted < files
+    lines = manifest.read_text().splitlines()
+    assert len(lines) == deleted
+    assert purger.stats["files_purged"] == deleted
+    assert purger.stats["stop_reason"] == "cancelled" and purger.stats["interrupted"] is True
+    assert purger.exit_code == 130

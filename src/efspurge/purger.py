@@ -138,13 +138,17 @@ class AsyncPurger:
         manifest = self._manifest
         if manifest is None:
             manifest = open_manifest(settings, "manifest")
+        run = None
         try:
             run = Run(settings, root, logger, manifest, self._ui, self._relay)
             outcome = await run.execute()
         finally:
             if self._root is None:
                 fsops.close(root.fd)
-        self.stats, self.exit_code = outcome.record, outcome.exit_code
+            if run is not None and run.outcome is not None:
+                # Also when the caller cancelled purge(): the run stopped, and what it did
+                # is on self.stats (stop_reason "cancelled") before the cancellation goes on.
+                self.stats, self.exit_code = run.outcome.record, run.outcome.exit_code
         return outcome
 
 

@@ -108,6 +108,7 @@ class Run:
         self._handles_signals = False
         self._stop_signals: list[int] = []
         self._started = time.monotonic()
+        self.outcome: Outcome | None = None  # set once the final record is written
 
     async def execute(self) -> Outcome:
         # Worker processes are forked first: before any thread exists, before the signal
@@ -140,8 +141,11 @@ class Run:
             if self.relay is not None:
                 self.relay.attach(loop, self.walker.request_stop)
             background = self._start_background()
+            cancelled: asyncio.CancelledError | None = None
             try:
                 await self.walker.run()
+            except asyncio.CancelledError as exc:
+                cancelled = exc  # the walk stopped and applied what it did: record it first
             finally:
                 for task in background:
                     task.cancel()
@@ -154,7 +158,9 @@ class Run:
                     self.manifest.close()
                 if self.ui is not None:
                     self.ui.stop()
-            outcome = self._finish(time.monotonic() - self._started)
+            self.outcome = outcome = self._finish(time.monotonic() - self._started)
+            if cancelled is not None:
+                raise cancelled  # the final record is written; the metrics are not published
             await self._publish_metrics(outcome)
             return outcome
         finally:

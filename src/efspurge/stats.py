@@ -113,6 +113,7 @@ class StopReason(enum.Enum):
     MANIFEST = ("manifest write failed", 3)
     STDOUT_CLOSED = ("stdout closed", 141)
     INTERNAL = ("internal error", 3)
+    CANCELLED = ("cancelled", 130)  # the Python API's caller cancelled purge(): interrupted
 
     def __init__(self, label: str, exit_code: int) -> None:
         self.label = label

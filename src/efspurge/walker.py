@@ -112,21 +112,43 @@ class Walker:
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                while True:
-                    await self.slots.acquire()
-                    unit = self._next_unit()
-                    if unit is None:
-                        self.slots.release()
-                        if self.state.in_flight == 0:
-                            break  # nothing runs and nothing can start: the walk is over
-                        self.state.wake.clear()
-                        await self.state.wake.wait()
-                        continue
-                    self.state.in_flight += 1
-                    group.create_task(self._run_unit(unit))
+                try:
+                    await self._dispatch(group)
+                except asyncio.CancelledError:
+                    # The caller cancelled (asyncio.wait_for or task.cancel() around the
+                    # Python API): a stop like any other. The batches in flight end early,
+                    # and their results are applied (counted, in the manifest) before the
+                    # cancellation goes on; dropped, their deletions would be unrecorded.
+                    self.request_stop(StopReason.CANCELLED)
+                    await self._drain()
+                    raise
             self._check_complete()
         finally:
             self.completion.close_everything()
+
+    async def _dispatch(self, group: asyncio.TaskGroup) -> None:
+        while True:
+            await self.slots.acquire()
+            unit = self._next_unit()
+            if unit is None:
+                self.slots.release()
+                if self.state.in_flight == 0:
+                    return  # nothing runs and nothing can start: the walk is over
+                self.state.wake.clear()
+                await self.state.wake.wait()
+                continue
+            self.state.in_flight += 1
+            group.create_task(self._run_unit(unit))
+
+    async def _drain(self) -> None:
+        """Wait until no batch is in flight, through further cancellations: the batches are
+        stopping (they read the stop flag every few files), and their results must land."""
+        while self.state.in_flight:
+            self.state.wake.clear()
+            try:
+                await self.state.wake.wait()
+            except asyncio.CancelledError:
+                continue
 
     def _check_complete(self) -> None:
         """A walk that ends with work left and no stop asked for is a bug: say so, loudly
