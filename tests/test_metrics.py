@@ -84,6 +84,36 @@ def promtool_check(text: str) -> None:
 # --- the textfile --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_metrics_file_inside_the_tree_keeps_its_lock_file_and_its_directory(tmp_path, processes):
+    # The lock file is made once and never written, so it ages: it was deleted, and a writer
+    # holding a lock on it no longer kept the next one out. And on a first run the metrics
+    # file's directory is empty: --remove-empty-dirs removed it, and the write at the end
+    # failed (both found by review). Checked on disk.
+    root = tmp_path / "root"
+    make_file(root / "old.log", old=True)
+    lock = make_file(root / "metrics/m.prom.lock", old=True)
+    lock_ino = lock.stat().st_ino
+    age_dirs(root)
+    run = purge(
+        root,
+        metrics_file=str(root / "metrics/m.prom"),
+        remove_empty_dirs=True,
+        processes=processes,
+    )
+    assert run.code == 0
+    assert lock.stat().st_ino == lock_ino  # the same lock file, not deleted and made anew
+    assert (root / "metrics/m.prom").exists() and not (root / "old.log").exists()
+    (root / "fresh").mkdir()  # empty and old: where the next run's metrics file is to go
+    age_dirs(root)
+    second = purge(
+        root, metrics_file=str(root / "fresh/m.prom"), remove_empty_dirs=True, processes=processes
+    )
+    assert second.code == 0
+    assert (root / "fresh/m.prom").exists()
+    assert second.stats["empty_dirs_deleted"] == 0
+
+
 def test_textfile_is_gauges_named_for_the_last_run_and_matches_the_final_record(tmp_path):
     root = tmp_path / "root"
     build(root)

@@ -55,6 +55,12 @@ class EmptyDirRemover:
         plan = self.plan
         if not plan.remove_empty_dirs or kept or stopping:
             return Decision.KEEP
+        st = node.st
+        protected = plan.file_rules.protected
+        if protected and st is not None and (st.st_dev, st.st_ino) in protected:
+            # It holds this run's manifest or metrics file (maybe not written yet).
+            self.events.kept(node.parent, node.name, "holds efspurge's own output")
+            return Decision.KEEP
         if self._young(node):
             # Found empty, and its own mtime is recent: an application probably just made it
             # for use (the opt-in rail --keep-empty-dirs-newer-than).

@@ -36,7 +36,7 @@ class FileRules:
     timestamp: Callable[[os.stat_result], int]  # the --age-by timestamp, for the age report
     age_edges: list[int]  # ascending bucket edges of the age report
     dry_run: bool
-    protected: frozenset[tuple[int, int]] = frozenset()  # (dev, ino) of our own output files
+    protected: frozenset[tuple[int, int]] = frozenset()  # (dev, ino): our output, its dirs
     write_manifest: Callable[[str, os.stat_result], str] | None = None  # rel path -> line
     debug: bool = False
     stopped: Callable[[], bool] = lambda: False

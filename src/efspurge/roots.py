@@ -89,16 +89,25 @@ def check_metrics_file(settings: Settings, name: str = "--metrics-file") -> None
 
 
 def own_files(settings: Settings, manifest: Manifest | None) -> frozenset[tuple[int, int]]:
-    """(dev, ino) of the files this run writes, so that a run never deletes its own output
-    when it lies inside the tree (an old metrics file, a manifest at --max-age-days 0)."""
+    """(dev, ino) of what this run writes, and of the directories that hold it, so that a run
+    never deletes its own output when it lies inside the tree (an old metrics file or its
+    lock file, a manifest at --max-age-days 0), nor removes the empty directory a metrics
+    file is yet to be written into (found by review)."""
     ids = set()
+    paths = []
     if manifest is not None:
-        st = manifest.stat()
+        st = manifest.stat()  # the file this run has open
         ids.add((st.st_dev, st.st_ino))
+        paths.append(os.path.dirname(os.path.abspath(manifest.path)))
     if settings.metrics_file:
+        # The lock file is made once and never written: it ages like any file. Deleted, a
+        # writer holding a lock on it would no longer keep this run's writer out.
+        metrics = settings.metrics_file
+        paths += [metrics, metrics + ".lock", os.path.dirname(os.path.abspath(metrics))]
+    for path in paths:
         try:
-            st = os.stat(settings.metrics_file)
-            ids.add((st.st_dev, st.st_ino))
+            st = os.stat(path)
         except OSError:
-            pass
+            continue  # not there yet: made during the run, so not old
+        ids.add((st.st_dev, st.st_ino))
     return frozenset(ids)
