@@ -497,6 +497,26 @@ def test_needs_engine_closed_stdout_stops_the_run_with_141(tmp_path):
     assert 0 < len(list(root.iterdir())) < 5000  # stopped: some old files are still there
 
 
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_an_output_that_cannot_be_written_stops_the_run_before_it_deletes(tmp_path, fmt):
+    """`efspurge ROOT > run.log` on a full disk: before, every record printed a traceback
+    on stderr, the run deleted everything, and it exited 0 without a final record (found by
+    review). Now the first failed record stops the run: one line on stderr, exit 3, and
+    since the start record is the first, nothing is deleted."""
+    root = tmp_path / "root"
+    _old_files(root, 2000)
+    before = snapshot(root)
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [EFSPURGE, str(root), "--max-age-days", "30", "--log-format", fmt],
+            stdout=full, stderr=subprocess.PIPE, text=True, env=_env(), timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("\n") == 1 and "cannot write the log" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(root) == before
+
+
 # --- 17. every JSON line parses with a strict parser ----------------------------------------
 
 

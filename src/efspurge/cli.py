@@ -288,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from efspurge.resolve import resolve_settings
     from efspurge.roots import check_metrics_file, open_manifest, prepare_root
     from efspurge.settings import SettingsError
+    from efspurge.stats import StopReason
     from efspurge.terminal import TerminalUI, choose_format
 
     parser = build_parser()
@@ -303,10 +304,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         else None
     )
     relay = StopRelay()  # a closed stdout stops the run, as SIGPIPE would
+    lost: list[bool] = []
+
+    def output_lost(closed: bool) -> None:
+        # The reader went away (exit 141, as SIGPIPE would), or the output failed (a full
+        # disk behind `> run.log`: exit 3): either way the run stops, since nothing it does
+        # from here on could be reported.
+        lost.append(closed)
+        relay(StopReason.STDOUT_CLOSED if closed else StopReason.OUTPUT_FAILED)
+
     logger = setup_logging(
         settings.log_level,
         handler=ui.log_handler() if fmt == "text" else None,
-        on_broken_pipe=relay,
+        on_output_lost=output_lost,
     )
     try:
         refuse_root(settings.path)
@@ -323,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug or a broken environment: say so in one record
         logger.critical("Purge failed", exc_info=True, extra={"extra_fields": {"error": repr(exc)}})
         return EXIT_FATAL
+    if lost and not lost[0] and outcome.exit_code in (0, 1):
+        return EXIT_FATAL  # the output failed at the end: the final record is lost
     return outcome.exit_code
 
 

@@ -14,6 +14,7 @@ carries the exact bytes (base64), as in the manifest: ``"path": "a\\xff.log"``,
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import logging
 import os
@@ -78,41 +79,53 @@ def _is_broken_pipe(exc: BaseException | None) -> bool:
     )
 
 
-class _BrokenPipeGuard:
-    """Turns "stdout was closed" (``efspurge ROOT | head -1``) into one callback and silence.
+class _OutputGuard:
+    """Turns a failed write of the records into one callback and silence.
 
-    Installed as the handler's ``handleError``: any other error keeps the standard behaviour.
-    On the first EPIPE the handler drops every later record, the stream's descriptor is
-    pointed at /dev/null (so that the interpreter's final flush of stdout does not print
-    "Exception ignored ... BrokenPipeError" either), and ``on_broken_pipe`` is called once,
-    in the thread that was logging.
+    Installed as the handler's ``handleError``: an error that is not the output's (a bug in
+    formatting) keeps the standard behaviour. On the first ``OSError``, the handler drops
+    every later record, the stream's descriptor is pointed at /dev/null (so that the
+    interpreter's final flush does not print "Exception ignored ..." either), and
+    ``on_output_lost(closed)`` is called once, in the thread that was logging: ``closed`` is
+    True when the reader went away (``efspurge ROOT | head -1``), False when the output
+    failed (a full disk behind ``> run.log``, an I/O error), which is also said on stderr in
+    one line: the records, the final one included, are lost.
     """
 
     def __init__(
         self,
         handler: logging.Handler,
         stream: Any,
-        on_broken_pipe: Callable[[], None] | None,
+        on_output_lost: Callable[[bool], None] | None,
     ) -> None:
         self._handler = handler
         self._stream = stream
         self._standard = handler.handleError
-        self._callback = on_broken_pipe
+        self._callback = on_output_lost
         self._lock = threading.Lock()
-        self.broken = False
+        self.lost: OSError | None = None  # the first error, once the output is lost
 
     def __call__(self, record: logging.LogRecord) -> None:
-        if not _is_broken_pipe(sys.exc_info()[1]):
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
             self._standard(record)
             return
         with self._lock:
-            if self.broken:
+            if self.lost is not None:
                 return
-            self.broken = True
+            self.lost = exc
         self._handler.addFilter(lambda _record: False)
         self._point_at_devnull()
+        closed = _is_broken_pipe(exc)
+        if not closed:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(
+                    f"efspurge: cannot write the log to its output ({exc.strerror or exc}): "
+                    "stopping; the records from here on, the final one too, are lost\n"
+                )
+                sys.stderr.flush()
         if self._callback is not None:
-            self._callback()
+            self._callback(closed)
 
     def _point_at_devnull(self) -> None:
         stream = self._stream if self._stream is not None else sys.stdout
@@ -131,13 +144,13 @@ def setup_logging(
     level: str,
     stream: Any = None,
     handler: logging.Handler | None = None,
-    on_broken_pipe: Callable[[], None] | None = None,
+    on_output_lost: Callable[[bool], None] | None = None,
 ) -> logging.Logger:
     """JSON lines on ``stream`` (stdout), unless another handler (terminal mode) is given.
 
-    When the reader of the output goes away (a closed pipe), no traceback is printed: the
-    output is silenced and ``on_broken_pipe`` is called once (from the logging thread; the
-    engine uses it as a stop request, see ``_BrokenPipeGuard``).
+    When the output cannot be written (its reader went away, or a full disk), no traceback is
+    printed: the output is silenced and ``on_output_lost`` is called once (from the logging
+    thread; the engine uses it as a stop request, see ``_OutputGuard``).
     """
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
@@ -149,8 +162,8 @@ def setup_logging(
                 rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
             )
         )
-    handler.handleError = _BrokenPipeGuard(  # type: ignore[method-assign]
-        handler, getattr(handler, "stream", stream), on_broken_pipe
+    handler.handleError = _OutputGuard(  # type: ignore[method-assign]
+        handler, getattr(handler, "stream", stream), on_output_lost
     )
     logger.addHandler(handler)
     logger.setLevel(level)

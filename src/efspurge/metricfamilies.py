@@ -31,6 +31,7 @@ STOP_REASONS = (
     "internal error",
     "manifest write failed",
     "stdout closed",
+    "log write failed",
     "cancelled",
 )
 SUCCESS_CODES = frozenset({0, 1})

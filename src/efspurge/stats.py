@@ -112,6 +112,7 @@ class StopReason(enum.Enum):
     MAX_RUNTIME = ("max_runtime", 5)
     MANIFEST = ("manifest write failed", 3)
     STDOUT_CLOSED = ("stdout closed", 141)
+    OUTPUT_FAILED = ("log write failed", 3)  # stdout could not be written (a full disk)
     INTERNAL = ("internal error", 3)
     CANCELLED = ("cancelled", 130)  # the Python API's caller cancelled purge(): interrupted
 
