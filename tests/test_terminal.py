@@ -120,6 +120,30 @@ def test_format_can_be_forced(tmp_path, forced):
         assert "Dry run summary" in result.stdout and '{"timestamp"' not in result.stdout
 
 
+def test_text_records_escape_names_that_would_drive_a_terminal(tmp_path):
+    # Anyone who can create files on a shared filesystem chooses the names an operator's
+    # terminal is sent (found by review): an escape sequence (clear the screen, set the
+    # title), a newline that forges a record, undecodable bytes, rich markup. Shown escaped,
+    # as the JSON records show them, and one line per record when not a terminal.
+    names = [b"clear\x1b[2Jx", b"title\x1b]0;PWNED\x07x", b"new\nline.log", b"caf\xe9.log"]
+    names += [b"[bold]d/f", b"\x1b[31mdir/f"]
+    for name in names:
+        path = os.path.join(os.fsencode(tmp_path), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb"):
+            pass
+        os.utime(path, (0, 0))
+    result = run_cli(str(tmp_path), "--dry-run", "--log-level", "DEBUG", "--log-format", "text")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "path=" + str(tmp_path) + "/clear\\x1b[2Jx" in result.stdout
+    assert "caf\\xe9.log" in result.stdout and "new\\x0aline.log" in result.stdout
+    would = [line for line in result.stdout.splitlines() if "Would delete file" in line]
+    assert len(would) == 6  # one line each: the newline in a name forged none
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d DEBUG ", would[0])
+    assert "[bold]d" in result.stdout and "\\x1b[31mdir" in result.stdout  # the summary table
+
+
 def test_json_records_with_a_live_display_on_stderr(tmp_path):
     """efspurge ... > run.jsonl in a terminal: the display goes to the terminal (stderr) and
     the records file stays pure JSON lines."""

@@ -7,6 +7,7 @@ it gives the live display, the log rendering and the tables from one library.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import logging
 import sys
@@ -37,6 +38,24 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _printable(value: Any) -> Any:
+    """A name as a terminal may show it: control characters (an escape sequence in a file
+    name would drive the operator's terminal, a newline forge a record) and the bytes of
+    an undecodable name written as escapes, like the JSON records do; anything else as is."""
+    if not isinstance(value, str) or value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else _escape(c) for c in value)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of an undecodable name (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 # The start record carries every setting; a person wants these.
 _START_FIELDS = (
     "root", "max_age_days", "cutoff", "dry_run", "remove_empty_dirs", "filesystem_type",
@@ -54,8 +73,19 @@ class _TextFormatter(logging.Formatter):
             return message  # the summary table says the rest
         if message == "Starting purge operation":
             fields = {k: fields[k] for k in _START_FIELDS if k in fields}
-        shown = " ".join(f"{k}={v}" for k, v in fields.items() if not isinstance(v, dict))
+        shown = " ".join(
+            f"{k}={_printable(v)}" for k, v in fields.items() if not isinstance(v, dict)
+        )
         return f"{record.getMessage()}  {shown}".rstrip()
+
+
+class _PlainTextFormatter(_TextFormatter):
+    """The text record as one line: ISO 8601 time with its UTC offset, level, then the text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.datetime.fromtimestamp(record.created).astimezone()
+        text = super().format(record)
+        return f"{stamp.isoformat(timespec='milliseconds')} {record.levelname} {text}"
 
 
 class TerminalUI:
@@ -79,6 +109,12 @@ class TerminalUI:
         self._live = None
 
     def log_handler(self) -> logging.Handler:
+        if not self.console.is_terminal:
+            # --log-format text into a file or a log collector: one line per record with a
+            # full timestamp (rich wraps at 80 columns and shows a time once per second).
+            plain = logging.StreamHandler(self.console.file)
+            plain.setFormatter(_PlainTextFormatter())
+            return plain
         from rich.logging import RichHandler
 
         handler = RichHandler(
@@ -183,6 +219,9 @@ class TerminalUI:
         table.add_column("")
         table.add_column("files", justify="right")
         table.add_column("size", justify="right")
+        from rich.text import Text
+
         for name, cell in cells.items():
-            table.add_row(name, f"{cell['files']:,}", _size(cell["bytes"]))
+            # As Text: a directory named '[red]' or '[/]' is a name, not rich markup.
+            table.add_row(Text(_printable(name)), f"{cell['files']:,}", _size(cell["bytes"]))
         self.console.print(table)
