@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OLD, age_dirs, final, make_file, purge, run_cli, snapshot
+from conftest import OLD, age_dirs, final, make_file, purge, records, run_cli, snapshot
 
 from efspurge import fsops
 from efspurge.selection import Selector
@@ -45,6 +45,12 @@ def test_another_filesystem_below_the_root_is_never_touched(tmpfs_mount):
     assert not (root / "old-here").exists()
     assert run.stats["mount_points_skipped"] == 1
     assert mnt.is_dir()
+    # The record says why without guessing the kind of mount (it said "bind mount" for any).
+    [record] = [r for r in run.log if r["message"].startswith("Mount point not entered")]
+    assert (
+        record["extra_fields"]["reason"]
+        == "a mount point (listed in /proc/self/mountinfo at start)"
+    )
 
 
 def test_crossing_filesystems_when_asked(tmpfs_mount):
@@ -116,6 +122,33 @@ def test_max_delete_exit_code_from_the_cli(tmp_path):
     result = run_cli(str(tmp_path), "--max-delete", "7")
     assert result.returncode == 4
     assert final(result.stdout)["files_purged"] == 7
+
+
+def test_each_cap_reached_is_said_once_as_a_warning(tmp_path):
+    # Only the final record's stop_reason said that --max-delete stopped a run, and nothing
+    # said that --max-empty-dirs-to-delete left directories behind (exit 0), although the
+    # reference tells users to raise it when there are many (found by a new-user review).
+    _many_old(tmp_path / "a", dirs=6, per_dir=4)
+    _many_old(tmp_path / "b", dirs=2, per_dir=4)
+    age_dirs(tmp_path / "a")
+    result = run_cli(
+        str(tmp_path / "a"), "--max-delete", "30", "--remove-empty-dirs",
+        "--max-empty-dirs-to-delete", "2", "--processes", "2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [r for r in records(result.stdout) if r["level"] == "WARNING"]
+    assert [r["message"] for r in lines] == [
+        "Empty-directory limit reached: the other empty directories stay until a later run"
+    ]
+    assert lines[0]["extra_fields"] == {"max_empty_dirs_to_delete": 2}
+    assert final(result.stdout)["empty_dirs_deleted"] == 2
+    capped = run_cli(str(tmp_path / "b"), "--max-delete", "3")
+    assert capped.returncode == 4
+    warned = [r for r in records(capped.stdout) if r["level"] == "WARNING"]
+    assert [r["message"] for r in warned] == [
+        "Deletion limit reached: stopping, the other old files stay until a later run"
+    ]
+    assert warned[0]["extra_fields"] == {"max_delete": 3}
 
 
 # --- time budget ------------------------------------------------------------------------------

@@ -80,6 +80,13 @@ class EmptyDirRemover:
             and node.st.st_mtime_ns > cutoff
         )
 
+    def _over_limit(self, node: DirNode) -> None:
+        self.events.limit_reached(
+            "Empty-directory limit reached: the other empty directories stay until a later run",
+            {"max_empty_dirs_to_delete": self.plan.max_empty_dirs},
+        )
+        self.events.kept(node.parent, node.name, "empty-directory limit reached")
+
     def offer(self, node: DirNode) -> None:
         self.ready.append(node)
 
@@ -107,7 +114,7 @@ class EmptyDirRemover:
             node = self.ready[0]
             if self.cap.exhausted:
                 self.ready.popleft()
-                self.events.kept(node.parent, node.name, "empty-directory limit reached")
+                self._over_limit(node)
                 done(node, True)
                 continue
             parent = node.parent
@@ -202,7 +209,7 @@ class EmptyDirRemover:
             # shards) another shard still working in it, which says nothing about the parent.
             return self.plan.shard is None
         if outcome == "refused":
-            self.events.kept(node.parent, node.name, "empty-directory limit reached")
+            self._over_limit(node)
         elif outcome == "changed":
             c.dirs_skipped_changed += 1
             self.events.changed(node, removal.error)

@@ -34,6 +34,7 @@ class EventLog:
         self.manifest = manifest
         self.debug = logger.isEnabledFor(logging.DEBUG)
         self._warnings_left = ERROR_LOG_LIMIT if error_log_limit is None else error_log_limit
+        self._limits_logged: set[str] = set()
         self.manifest_failed = False
         self.stop: Callable[[StopReason], None] | None = None  # set by the walk state
         self.why_kept: Callable[[os.stat_result], str] | None = None  # the age policy's words
@@ -82,6 +83,14 @@ class EventLog:
                 "error": exc.strerror or str(exc),
             },
         )
+
+    def limit_reached(self, message: str, fields: dict[str, Any]) -> None:
+        """A cap was reached: said once, at WARNING, outside the warning limit (only the
+        final record's counts said so before, and nothing at all for the empty-directory
+        cap, whose run exits 0)."""
+        if message not in self._limits_logged:
+            self._limits_logged.add(message)
+            self.log.warning(message, extra={"extra_fields": fields})
 
     def changed(self, node: DirNode, reason: BaseException | None) -> None:
         self._warn(

@@ -162,6 +162,10 @@ class FileBatches:
         if slots are left (a batch gave some back), they get them; if none, the cap is reached
         exactly and the run stops."""
         if self.state.deletes.full:
+            self.state.events.limit_reached(
+                "Deletion limit reached: stopping, the other old files stay until a later run",
+                {"max_delete": self.state.plan.max_delete},
+            )
             self.state.request_stop(StopReason.MAX_DELETE)
             for node, _ in self.state.refused:
                 self.completion.release(node, kept=True)

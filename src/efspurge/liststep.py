@@ -122,7 +122,7 @@ def _enter(
     out.ops = 2  # the lstat and the open
     try:
         if rel is not None and rel in rules.mount_points:
-            raise fsops.OtherFilesystem("a mount point (bind mount)")
+            raise fsops.OtherFilesystem("a mount point (listed in /proc/self/mountinfo at start)")
         out.fd, out.st = fsops.open_subdir(
             parent_fd,
             name,
