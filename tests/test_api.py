@@ -295,3 +295,14 @@ def test_a_cancelled_purge_stops_and_records_every_deletion(tmp_path, processes)
     assert purger.stats["files_purged"] == deleted
     assert purger.stats["stop_reason"] == "cancelled" and purger.stats["interrupted"] is True
     assert purger.exit_code == 130
+
+
+def test_a_root_that_cannot_be_used_is_named_by_its_keyword(tmp_path):
+    # Checked when purge() starts, before anything is touched, and named as the caller
+    # gave it (it said "PATH", the command line's name).
+    (tmp_path / "file").write_text("x")
+    for root, problem in ((tmp_path / "missing", "does not exist"), ("/etc", "refusing")):
+        with pytest.raises(SettingsError, match=rf"^root_path: .*{problem}"):
+            asyncio.run(efspurge.AsyncPurger(root, max_age_days=30).purge())
+    with pytest.raises(SettingsError, match=r"^root_path: .* is not a directory"):
+        asyncio.run(efspurge.AsyncPurger(tmp_path / "file", max_age_days=30).purge())

@@ -134,7 +134,7 @@ class AsyncPurger:
         if self._root is None:
             check_metrics_file(settings, "metrics_file")  # the CLI checked it already
         logger = self._logger or setup_logging(settings.log_level)
-        root = self._root or prepare_root(settings.path, settings.reads_atime)
+        root = self._root or prepare_root(settings.path, settings.reads_atime, "root_path")
         manifest = self._manifest
         if manifest is None:
             manifest = open_manifest(settings, "manifest")

@@ -24,19 +24,20 @@ class RootInfo:
     fs_type: str | None
 
 
-def prepare_root(raw_path: str, noatime: bool = False) -> RootInfo:
+def prepare_root(raw_path: str, noatime: bool = False, name: str = "PATH") -> RootInfo:
     """Resolve the root once (it may be reached through a symlink) and check it.
 
-    Raises SettingsError with a one-line message; nothing is changed on disk.
+    Raises SettingsError with a one-line message naming the root as the user gave it
+    (``PATH``; the API's ``root_path``); nothing is changed on disk.
     """
     if not raw_path.strip():
-        raise SettingsError("PATH: is empty (an unset variable in a script?); refusing to guess")
+        raise SettingsError(f"{name}: is empty (an unset variable in a script?); refusing to guess")
     resolved = os.path.realpath(raw_path)
     reason = refusal_reason(resolved)
     if reason is not None:
-        raise SettingsError(f"PATH: refusing to purge {raw_path!r}: it {reason}")
+        raise SettingsError(f"{name}: refusing to purge {raw_path!r}: it {reason}")
     if resolved == "/":
-        raise SettingsError(f"PATH: refusing to purge the filesystem root ({raw_path!r})")
+        raise SettingsError(f"{name}: refusing to purge the filesystem root ({raw_path!r})")
     try:
         fd, st = fsops.open_root(resolved, noatime)
     except OSError as exc:
@@ -47,12 +48,12 @@ def prepare_root(raw_path: str, noatime: bool = False) -> RootInfo:
             errno.ELOOP: "is a symlink that changed while starting",
         }
         reason = reasons.get(exc.errno, f"cannot be opened: {exc.strerror}")
-        raise SettingsError(f"PATH: {raw_path!r} {reason}") from None
+        raise SettingsError(f"{name}: {raw_path!r} {reason}") from None
     fs_type = mounts.filesystem_type(resolved, st.st_dev)
     if mounts.is_pseudo(fs_type):
         fsops.close(fd)
         raise SettingsError(
-            f"PATH: {raw_path!r} is on a {fs_type} pseudo-filesystem, which is never purged"
+            f"{name}: {raw_path!r} is on a {fs_type} pseudo-filesystem, which is never purged"
         )
     return RootInfo(resolved, fd, st, fs_type)
 
