@@ -323,13 +323,13 @@ def test_a_pattern_that_starts_with_a_dash_is_taken_as_a_value(tmp_path):
     before = snapshot(tmp_path)
     missing = run_cli(str(tmp_path), "--manifest", "--dry-run")
     assert missing.returncode == 2
-    assert "argument --manifest: expected one argument" in missing.stderr
+    assert "error: --manifest: expected one argument" in missing.stderr
     # A missing value, then a misspelled flag: an error, never a real run that takes the
     # typo for a pattern (found by review).
     for args in (["--exclude-dir", "--dry_run"], ["--manifest", "--dryrun"]):
         typo = run_cli(str(tmp_path), *args)
         assert typo.returncode == 2, typo.stdout[-2000:]
-        assert f"argument {args[0]}: expected one argument" in typo.stderr
+        assert f"error: {args[0]}: expected one argument" in typo.stderr
     assert snapshot(tmp_path) == before
 
 

@@ -19,8 +19,8 @@ EXIT_USAGE = 2  # the same as efspurge.stats.ExitCode.USAGE, without importing t
 EXIT_FATAL = 3
 
 HELP = {
-    "max_age_days": "files whose modification time is older than this many days are deleted "
-    "(fractions allowed; default: 30)",
+    "max_age_days": "files older than this many days are deleted, by modification time "
+    "unless --age-by says otherwise (fractions allowed; default: 30)",
     "max_concurrency": "ceiling on I/O operations in flight, i.e. on I/O threads (default: 1000)",
     "memory_limit_mb": "soft memory limit: above it, discovery of new work pauses "
     "(0 = no limit; default: 800)",
@@ -66,8 +66,9 @@ HELP = {
     "metrics_file": "at the end, write Prometheus metrics to this file (node_exporter "
     "textfile format, atomically)",
     "pushgateway": "at the end, push Prometheus metrics to this Pushgateway URL",
-    "push_job": "the job label of pushed metrics (default: efspurge)",
-    "push_label": "an extra grouping-key label NAME=VALUE for pushed metrics (repeatable; "
+    "push_job": "the job label of the metrics, pushed and in --metrics-file (default: efspurge)",
+    "push_label": "an extra label NAME=VALUE of the metrics' group, pushed and in "
+    "--metrics-file (repeatable; "
     "shard is added by itself with --shard-count)",
     "fail_on_push_error": "exit with code 6 when writing or pushing metrics fails (default: "
     "only log it)",
@@ -113,6 +114,10 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        # "argument --max-runtime: ..." as "--max-runtime: ...", like every other message
+        # about a value; the argument lists argparse itself makes are left as they are.
+        if message.startswith("argument -"):
+            message = message.removeprefix("argument ")
         if message.startswith("unrecognized arguments:"):
             message += self._closest(message.partition(":")[2].split())
             message += f"; see '{self.prog} --help'"
