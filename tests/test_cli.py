@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -123,9 +124,17 @@ def test_log_level_filters_but_the_final_record_stays(tree):
 def test_debug_level_says_why_files_were_kept(tree):
     result = run_cli(str(tree), "--dry-run", "--log-level", "DEBUG")
     kept = [r for r in records(result.stdout) if r["message"] == "Kept"]
-    assert any(r["extra_fields"]["path"].endswith("sub/new.tmp") for r in kept)
+    [new] = [r for r in kept if r["extra_fields"]["path"].endswith("sub/new.tmp")]
+    # Readable times (UTC), as well as the nanoseconds compared.
+    mtime = os.stat(tree / "sub/new.tmp").st_mtime_ns
+    stamp = datetime.datetime.fromtimestamp(mtime // 10**9, datetime.UTC)
+    assert new["extra_fields"]["reason"].startswith(
+        f"mtime {stamp:%Y-%m-%dT%H:%M:%S}.{mtime % 10**9 // 1000:06d}Z ({mtime} ns) is not older "
+        "than the cutoff 20"
+    )
     would = [r for r in records(result.stdout) if r["message"] == "Would delete file"]
     assert len(would) == 2
+    assert all(r["extra_fields"]["mtime"].endswith("Z") for r in would)
 
 
 def _bad(args, env=None):

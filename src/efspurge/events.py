@@ -13,6 +13,7 @@ from typing import Any
 
 from efspurge import manifest as manifest_format
 from efspurge.manifest import Manifest
+from efspurge.policy import iso_utc
 from efspurge.stats import Counters, StopReason
 from efspurge.tree import DirNode
 
@@ -138,6 +139,7 @@ class EventLog:
                     "path": self.path_of(node, name),
                     "size": st.st_size,
                     "mtime_ns": st.st_mtime_ns,
+                    "mtime": iso_utc(st.st_mtime_ns),
                 }
             },
         )

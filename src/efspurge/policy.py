@@ -14,6 +14,7 @@ Which timestamp (``--age-by``):
 
 from __future__ import annotations
 
+import datetime
 import os
 import stat
 import time
@@ -59,7 +60,22 @@ class AgePolicy:
         """The reason shown at DEBUG level for an entry that is not deleted."""
         if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
             return "not a regular file"
+        # Readable times (UTC) and the nanoseconds the comparison used.
+        stamp = self.timestamp(st)
         return (
-            f"{self.age_by} {self.timestamp(st)} ns is not older than the cutoff "
-            f"{self.cutoff_ns} ns"
+            f"{self.age_by} {iso_utc(stamp)} ({stamp} ns) is not older than the cutoff "
+            f"{iso_utc(self.cutoff_ns)} ({self.cutoff_ns} ns)"
         )
+
+
+def iso_utc(ns: int) -> str:
+    """A timestamp in nanoseconds as ISO 8601 in UTC, to the microsecond; out-of-range
+    values (a far-future mtime, a cutoff before year 1) as the number itself."""
+    try:
+        seconds, rest = divmod(ns, 1_000_000_000)  # integers: no float rounding
+        moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC) + datetime.timedelta(
+            microseconds=rest // 1000
+        )
+    except (OverflowError, OSError, ValueError):
+        return f"{ns} ns since 1970"
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
