@@ -137,6 +137,24 @@ def test_debug_level_says_why_files_were_kept(tree):
     assert all(r["extra_fields"]["mtime"].endswith("Z") for r in would)
 
 
+def test_an_option_that_has_no_effect_is_said_at_start(tree):
+    # --keep-empty-dirs-newer-than without --remove-empty-dirs, a push label without
+    # metrics: accepted in silence before, which hid a mistake (found by a new-user review).
+    result = run_cli(
+        str(tree), "--dry-run", "--keep-empty-dirs-newer-than", "2h", "--push-label", "a=b",
+        "--max-empty-dirs-to-delete", "5",
+    )  # fmt: skip
+    assert result.returncode == 0
+    warned = [r["message"] for r in records(result.stdout) if r["level"] == "WARNING"]
+    assert warned == [
+        "--keep-empty-dirs-newer-than has no effect without --remove-empty-dirs",
+        "--max-empty-dirs-to-delete has no effect without --remove-empty-dirs",
+        "--push-label has no effect without --metrics-file or --pushgateway",
+    ]
+    used = run_cli(str(tree), "--dry-run", "--remove-empty-dirs", "--max-empty-dirs-to-delete", "5")
+    assert not [r for r in records(used.stdout) if r["level"] == "WARNING"]
+
+
 def _bad(args, env=None):
     return run_cli(*args, env=env)
 

@@ -256,6 +256,11 @@ class Run:
             pid=os.getpid(),
         )
         self.log.info("Starting purge operation", extra={"extra_fields": fields_})
+        for option, needed in self.settings.without_effect():
+            self.log.warning(
+                f"{option} has no effect without {needed}",
+                extra={"extra_fields": {"option": option, "needs": needed}},
+            )
 
     def snapshot(self) -> dict[str, object]:
         """Counts so far, for the progress record and the live display."""

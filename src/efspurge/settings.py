@@ -73,6 +73,25 @@ class Settings:
     def as_log_fields(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def without_effect(self) -> list[tuple[str, str]]:
+        """Options set away from their default that this run cannot use, with what they
+        need: (option, needed). Said at start, so that a mistake in a deployment shows."""
+        unused = []
+        if not self.remove_empty_dirs:
+            if self.keep_empty_dirs_newer_than:
+                unused.append(("--keep-empty-dirs-newer-than", "--remove-empty-dirs"))
+            if self.max_empty_dirs_to_delete != 500:
+                unused.append(("--max-empty-dirs-to-delete", "--remove-empty-dirs"))
+        if not self.metrics_file and not self.pushgateway:
+            needed = "--metrics-file or --pushgateway"
+            if self.push_job != "efspurge":
+                unused.append(("--push-job", needed))
+            if self.push_label:
+                unused.append(("--push-label", needed))
+            if self.fail_on_push_error:
+                unused.append(("--fail-on-push-error", needed))
+        return unused
+
 
 # --- value parsers: each takes the raw text and returns the value or raises ValueError ---------
 
