@@ -9,7 +9,6 @@ the flag or the variable it came from.
 from __future__ import annotations
 
 import datetime
-import difflib
 import numbers
 import operator
 import os
@@ -72,6 +71,8 @@ def check_unknown_variables(environ: Mapping[str, str]) -> None:
     )
     if not unknown:
         return
+    import difflib  # only on this error path: it costs a run's start-up ~1 ms
+
     described = []
     suffixes = {name[len(ENV_PREFIX) :]: name for name in known}
     for name in unknown:

@@ -236,7 +236,7 @@ def _finite_non_negative(value: float) -> str | None:
     if math.isnan(value) or math.isinf(value):
         return f"must be a finite number, got {value}"
     if value < 0:
-        return f"must not be negative, got {value}"
+        return f"must not be negative, got {value:g}"  # -1, not -1.0
     return None
 
 
