@@ -58,7 +58,7 @@ def test_bad_values_and_unknown_keywords_are_refused_before_anything_is_touched(
         efspurge.AsyncPurger(str(tmp_path), max_age_days=-1, dry_run=False)
     with pytest.raises(TypeError, match="max_age"):
         efspurge.AsyncPurger(str(tmp_path), max_age=3, dry_run=False)
-    with pytest.raises(SettingsError, match="^root_path: .* does not exist"):
+    with pytest.raises(SettingsError, match=r"^root_path: .* does not exist"):
         asyncio.run(efspurge.AsyncPurger(str(tmp_path / "missing"), dry_run=False).purge())
     with pytest.raises(SettingsError, match="refusing"):
         asyncio.run(efspurge.AsyncPurger("/etc", max_age_days=0, dry_run=False).purge())

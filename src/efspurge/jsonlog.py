@@ -107,7 +107,10 @@ class _OutputGuard:
 
     def __call__(self, record: logging.LogRecord) -> None:
         exc = sys.exc_info()[1]
-        if not isinstance(exc, OSError):
+        if not isinstance(exc, OSError) or isinstance(exc, BlockingIOError | InterruptedError):
+            # Not the output's failure (a bug in formatting), or a passing one: a stdout left
+            # non-blocking by whoever started us, momentarily full. That record is lost, as
+            # logging does; the run goes on.
             self._standard(record)
             return
         with self._lock:
