@@ -306,3 +306,39 @@ def test_a_root_that_cannot_be_used_is_named_by_its_keyword(tmp_path):
             asyncio.run(efspurge.AsyncPurger(root, max_age_days=30).purge())
     with pytest.raises(SettingsError, match=r"^root_path: .* is not a directory"):
         asyncio.run(efspurge.AsyncPurger(tmp_path / "file", max_age_days=30).purge())
+
+
+def test_a_purge_cancelled_again_and_again_still_records_and_cleans_up(tmp_path):
+    # A caller that cancels on every turn of the loop until purge() ends: the cleanup after
+    # the walk was cut short by the second cancellation (no final record, the caller's loop
+    # left with efspurge's executor). And the metrics must not say "in progress" afterwards.
+    root = tmp_path / "root"
+    for i in range(20_000):
+        make_file(root / "d" / f"f{i:05d}", old=True)
+    manifest = tmp_path / "manifest.jsonl"
+    prom = tmp_path / "m.prom"
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        before = getattr(loop, "_default_executor", None)
+        purger = efspurge.AsyncPurger(
+            root, max_age_days=30, dry_run=False, log_level="CRITICAL", manifest=manifest,
+            metrics_file=prom, progress_interval=0.05,
+        )  # fmt: skip
+        task = asyncio.ensure_future(purger.purge())
+        while len(os.listdir(root / "d")) == 20_000:
+            await asyncio.sleep(0.002)
+        while not task.done():
+            task.cancel()
+            await asyncio.sleep(0)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert getattr(loop, "_default_executor", None) is before
+        return purger
+
+    purger = asyncio.run(main())
+    deleted = 20_000 - len(os.listdir(root / "d"))
+    assert purger.stats["stop_reason"] == "cancelled" and purger.stats["files_purged"] == deleted
+    assert len(manifest.read_text().splitlines()) == deleted
+    gauges = [line for line in prom.read_text().splitlines() if line.startswith("efspurge_run_in")]
+    assert gauges == ['efspurge_run_in_progress{dry_run="false",job="efspurge"} 0.0']

@@ -10,6 +10,7 @@ and returns its :class:`Outcome`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -58,9 +59,13 @@ def _in_daemon_thread(func: Callable[..., Any], *args: Any) -> asyncio.Future:
         try:
             result: Any = func(*args)
         except BaseException as exc:  # delivered to the awaiting side
-            loop.call_soon_threadsafe(_settle, future, None, exc)
+            result, error = None, exc
         else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
+            error = None
+        # The awaiting side may be gone, its loop closed (a caller that cancelled purge()):
+        # then nobody wants the result.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, future, result, error)
 
     threading.Thread(target=target, name="efspurge-metrics", daemon=True).start()
     return future
@@ -149,7 +154,10 @@ class Run:
             finally:
                 for task in background:
                     task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
+                try:
+                    await asyncio.gather(*background, return_exceptions=True)
+                except asyncio.CancelledError as exc:
+                    cancelled = cancelled or exc  # cancelled (again) now: the cleanup goes on
                 executor.shutdown(wait=True)
                 loop._default_executor = previous  # type: ignore[attr-defined]
                 if self.pool is not None:
@@ -159,10 +167,14 @@ class Run:
                 if self.ui is not None:
                     self.ui.stop()
             self.outcome = outcome = self._finish(time.monotonic() - self._started)
-            if cancelled is not None:
-                raise cancelled  # the final record is written; the metrics are not published
-            await self._publish_metrics(outcome)
-            return outcome
+            if cancelled is None:
+                await self._publish_metrics(outcome)
+                return outcome
+            # Cancelled: the final record is written; the metrics are published too (else
+            # they would say "in progress" until the next run), unless cancelled again.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publish_metrics(outcome)
+            raise cancelled
         finally:
             if self.relay is not None:
                 self.relay.detach()
