@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -342,3 +344,26 @@ def test_a_purge_cancelled_again_and_again_still_records_and_cleans_up(tmp_path)
     assert len(manifest.read_text().splitlines()) == deleted
     gauges = [line for line in prom.read_text().splitlines() if line.startswith("efspurge_run_in")]
     assert gauges == ['efspurge_run_in_progress{dry_run="false",job="efspurge"} 0.0']
+
+
+def test_a_log_that_cannot_be_written_stops_an_api_run_and_leaves_the_callers_stdout(tmp_path):
+    # The command line's rule, in the API too: the first record that cannot be written stops
+    # the run. But the caller's descriptor 1 is its own: it was pointed at /dev/null for good,
+    # and the run went on deleting with no record at all (found by review).
+    root = tmp_path / "root"
+    for i in range(300):
+        make_file(root / f"f{i:03d}", old=True)
+    script = (
+        "import asyncio, os, sys, efspurge\n"
+        f"p = efspurge.AsyncPurger({str(root)!r}, 30, dry_run=False, progress_interval=0)\n"
+        "asyncio.run(p.purge())\n"
+        "fd1 = os.readlink('/proc/self/fd/1')\n"
+        "print(p.exit_code, p.stats['stop_reason'], fd1, file=sys.stderr)\n"
+    )
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-c", script], stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == "3 log write failed /dev/full"
+    assert len(os.listdir(root)) == 300  # the start record failed: nothing was deleted

@@ -336,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_level,
         handler=ui.log_handler() if fmt == "text" else None,
         on_output_lost=output_lost,
+        owns_stdout=True,
     )
     try:
         refuse_root(settings.path)

@@ -97,9 +97,11 @@ class _OutputGuard:
         handler: logging.Handler,
         stream: Any,
         on_output_lost: Callable[[bool], None] | None,
+        owns_stdout: bool,
     ) -> None:
         self._handler = handler
         self._stream = stream
+        self._owns_stdout = owns_stdout
         self._standard = handler.handleError
         self._callback = on_output_lost
         self._lock = threading.Lock()
@@ -118,7 +120,10 @@ class _OutputGuard:
                 return
             self.lost = exc
         self._handler.addFilter(lambda _record: False)
-        self._point_at_devnull()
+        if self._owns_stdout:
+            # The command line's own process only: a library must not take its caller's
+            # descriptor 1 away.
+            self._point_at_devnull()
         closed = _is_broken_pipe(exc)
         if not closed:
             with contextlib.suppress(OSError, ValueError):
@@ -148,12 +153,14 @@ def setup_logging(
     stream: Any = None,
     handler: logging.Handler | None = None,
     on_output_lost: Callable[[bool], None] | None = None,
+    owns_stdout: bool = False,
 ) -> logging.Logger:
     """JSON lines on ``stream`` (stdout), unless another handler (terminal mode) is given.
 
     When the output cannot be written (its reader went away, or a full disk), no traceback is
     printed: the output is silenced and ``on_output_lost`` is called once (from the logging
-    thread; the engine uses it as a stop request, see ``_OutputGuard``).
+    thread; the engine uses it as a stop request, see ``_OutputGuard``). ``owns_stdout``: the
+    process is efspurge's (the command line), so its stdout may be pointed at /dev/null.
     """
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
@@ -166,7 +173,7 @@ def setup_logging(
             )
         )
     handler.handleError = _OutputGuard(  # type: ignore[method-assign]
-        handler, getattr(handler, "stream", stream), on_output_lost
+        handler, getattr(handler, "stream", stream), on_output_lost, owns_stdout
     )
     logger.addHandler(handler)
     logger.setLevel(level)

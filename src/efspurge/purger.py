@@ -133,14 +133,21 @@ class AsyncPurger:
         settings = self.settings
         if self._root is None:
             check_metrics_file(settings, "metrics_file")  # the CLI checked it already
-        logger = self._logger or setup_logging(settings.log_level)
+        relay = self._relay or StopRelay()
+        # A log that cannot be written stops the run, as on the command line.
+        logger = self._logger or setup_logging(
+            settings.log_level,
+            on_output_lost=lambda closed: relay(
+                StopReason.STDOUT_CLOSED if closed else StopReason.OUTPUT_FAILED
+            ),
+        )
         root = self._root or prepare_root(settings.path, settings.reads_atime, "root_path")
         manifest = self._manifest
         if manifest is None:
             manifest = open_manifest(settings, "manifest")
         run = None
         try:
-            run = Run(settings, root, logger, manifest, self._ui, self._relay)
+            run = Run(settings, root, logger, manifest, self._ui, relay)
             outcome = await run.execute()
         finally:
             if self._root is None:
