@@ -394,12 +394,12 @@ def test_pattern_variables_split_where_sets_end_and_keep_what_they_name(tmp_path
     assert final(result.stdout)["files_excluded"] == 2
 
 
-def test_an_exclude_dir_ending_in_double_star_is_refused(tmp_path):
-    # 'keep/**' matches the directories below keep, not keep's own files, which would be
-    # purged: refused, saying to write 'keep'.
+def test_an_exclude_dir_of_what_is_in_a_directory_is_refused(tmp_path):
+    # 'keep/**', 'keep/*' match the directories below keep, not keep's own files, which
+    # would be purged: refused, saying to write 'keep'.
     make_file(tmp_path / "keep/precious", old=True)
     before = snapshot(tmp_path)
-    for pattern in ("keep/**", "keep/**/", "/keep/**", "**/keep/**"):
+    for pattern in ("keep/**", "keep/**/", "/keep/**", "**/keep/**", "keep/*", "keep/**/*"):
         result = run_cli(str(tmp_path), "--exclude-dir", pattern)
         assert result.returncode == 2
         assert "not the files in it: write" in result.stderr and result.stderr.count("\n") == 1

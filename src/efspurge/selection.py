@@ -221,12 +221,17 @@ def normalize(pattern: str, root: str, for_dirs: bool, given: str | None = None)
                 "files below it"
             )
         pat = pat.rstrip("/")
-    if for_dirs and pat.endswith("/**"):
-        # It would match the directories below, not the files in the directory itself, which
-        # would be purged: almost surely not what was meant (found by review).
+    head, _, last = pat.rpartition("/")
+    if for_dirs and head and last and not last.strip("*?") and head.strip("*?/"):
+        # 'keep/**', 'keep/*', 'keep/?*': "what is in keep". As --exclude-dir it matches the
+        # directories below keep, not the files in keep itself, which would be purged:
+        # almost surely not what was meant (found by review).
+        written = pattern.rstrip("/")
+        while not written.rpartition("/")[2].strip("*?"):  # 'keep/**/*' -> 'keep'
+            written = written.rpartition("/")[0]
         raise ValueError(
-            f"{pattern!r} skips only the directories below {pat[:-3]!r}, not the files in "
-            f"it: write {pattern.rstrip('/')[:-3]!r} to keep the whole directory"
+            f"{pattern!r} skips only the directories below {written.lstrip('/')!r}, not the "
+            f"files in it: write {written!r} to keep the whole directory"
         )
     parts = pat.split("/")
     if not pat or ".." in parts or "." in parts:
