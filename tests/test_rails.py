@@ -237,12 +237,24 @@ def test_a_set_never_matches_a_slash():
     assert Selector(include=["a[.-0]b"]).file_selected("a.b", "a.b")
 
 
+def test_an_exclusion_keeps_the_broader_reading_of_a_set():
+    # Read strictly, an existing --exclude 'srv/app[!_]*.keep' would stop protecting
+    # srv/app/x.keep after an upgrade (found by review): where the readings differ, an
+    # exclusion keeps more.
+    assert not Selector(exclude=["srv/app[!_]*.keep"]).file_selected("x.keep", "srv/app/x.keep")
+    assert Selector(exclude_dir=["data/run[!0-9]*"]).dir_excluded("x", "data/run/x")
+    assert Selector(exclude=["tmp[!_]*/*.log"]).file_selected("b.log", "tmp_x/b.log")
+
+
 def test_an_include_with_a_negated_set_deletes_only_what_a_glob_names(tmp_path, mode):
     for name in ("tmp1/c.log", "tmp/project/build.log", "tmp_x/d.log"):
         make_file(tmp_path / name, old=True)
     purge(tmp_path, include=("tmp[!_]*/*.log",), **mode)
     remaining = {e.split(":", 1)[1] for e in snapshot(tmp_path) if e.startswith("file:")}
     assert remaining == {"tmp/project/build.log", "tmp_x/d.log"}
+    make_file(tmp_path / "srv/app/x.keep", old=True)
+    purge(tmp_path, exclude=("srv/app[!_]*.keep",), **mode)
+    assert (tmp_path / "srv/app/x.keep").exists()  # the exclusion still keeps it
 
 
 # --- which timestamp --------------------------------------------------------------------------

@@ -148,6 +148,8 @@ def test_false_words(text):
         ({"EFSPURGE_MAX_RUNTIME": "1h30"}, "EFSPURGE_MAX_RUNTIME: every part of a duration"),
         ({"EFSPURGE_AGE_BY": "birthtime"}, "EFSPURGE_AGE_BY: expected one of mtime"),
         ({"EFSPURGE_EXCLUDE": "[unclosed"}, "EFSPURGE_EXCLUDE: bad pattern"),
+        ({"EFSPURGE_EXCLUDE": "logs[/]keep.txt"}, "EFSPURGE_EXCLUDE: bad pattern"),  # set with '/'
+        ({"EFSPURGE_INCLUDE": "a[!/]b"}, "EFSPURGE_INCLUDE: bad pattern"),
         ({"EFSPURGE_INCLUDE": "*.log,,*.tmp"}, "EFSPURGE_INCLUDE: a pattern must not be empty"),
         ({"EFSPURGE_ONE_FILE_SYSTEM": "sometimes"}, "EFSPURGE_ONE_FILE_SYSTEM: expected one of"),
         ({"EFSPURGE_PUSHGATEWAY": "pushgateway:9091"}, "EFSPURGE_PUSHGATEWAY: expected an http"),
