@@ -140,11 +140,13 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
     for spec in OPTIONS:
         value = cli_values.get(spec.field)
         source = spec.flag
-        if spec.env in environ:
+        raw = environ.get(spec.env)
+        if raw is not None and (value is None or raw.strip()):
             # Checked even when the flag overrides it: a bad value in a deployment's
             # environment is a mistake to report, not to leave waiting for the day the flag
-            # is dropped.
-            from_env = _env_value(spec, environ[spec.env])
+            # is dropped. An empty one beside its flag is a template's blank (Helm,
+            # compose), and the flag says what is meant.
+            from_env = _env_value(spec, raw)
             if value is None:
                 value, source = from_env, spec.env
         if value is None or (spec.multiple and not value):
