@@ -197,7 +197,7 @@ def test_an_empty_variable_beside_its_flag_is_a_blank_not_an_error():
     # Templates (Helm, compose) render unset values as empty: the flag says what is meant.
     s = resolve(cli={"manifest": "/tmp/m.jsonl"}, env={"EFSPURGE_MANIFEST": ""})
     assert s.manifest == "/tmp/m.jsonl"
-    with pytest.raises(SettingsError, match="^EFSPURGE_DRY_RUN: is set but empty"):
+    with pytest.raises(SettingsError, match=r"^EFSPURGE_DRY_RUN: is set but empty"):
         resolve(env={"EFSPURGE_DRY_RUN": ""})  # alone, it still is an error
 
 
