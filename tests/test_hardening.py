@@ -529,13 +529,21 @@ def test_a_non_blocking_stdout_loses_no_record(tmp_path):
         [EFSPURGE, str(root), "--max-age-days", "30", "--log-level", "DEBUG"],
         stdout=write_end, stderr=subprocess.PIPE, env=_env(),
     )  # fmt: skip
-    os.close(write_end)
     time.sleep(1.0)  # the reader lags: the pipe (64 KiB) fills long before the run ends
-    out = b""
-    while chunk := os.read(read_end, 1 << 16):
-        out += chunk
+    os.set_blocking(read_end, False)  # our write end stays open: no end of file to wait for
+    out, exited = b"", False
+    while True:
+        try:
+            out += os.read(read_end, 1 << 16)
+        except BlockingIOError:
+            if exited:
+                break  # the run is over and the pipe drained
+            exited = proc.poll() is not None
+            time.sleep(0.01)
     os.close(read_end)
     assert proc.wait(timeout=120) == 0
+    assert not os.get_blocking(write_end)  # the flag, shared with our end, is given back
+    os.close(write_end)
     lines = [json.loads(line) for line in out.splitlines()]
     assert sum(r["message"] == "Deleted file" for r in lines) == 3000
     assert lines[-1]["message"] == "Purge operation completed"
