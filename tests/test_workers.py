@@ -480,3 +480,52 @@ def test_a_worker_killed_by_a_real_time_signal_does_not_hang_the_run(tmp_path):
     assert proc.returncode == 3, err[-2000:]
     (critical,) = [r for r in records(out) if r["level"] == "CRITICAL"]
     assert f"killed by signal {int(signal.SIGRTMIN) + 6}" in critical["extra_fields"]["error"]
+
+
+@pytest.mark.parametrize("when", ["max_runtime", "SIGTERM"])
+def test_a_worker_that_stops_answering_cannot_keep_the_run_from_ending(tmp_path, when):
+    """A worker process stopped (SIGSTOP, a frozen cgroup) or stuck in a system call never
+    answers: the run went on past --max-runtime and a SIGTERM, with no final record, until
+    the orchestrator's SIGKILL (found by review). Now a worker that has not answered 10 s
+    after the stop is killed, and the run ends with its record and exit 3 (its batch may be
+    missing from the counts and the manifest)."""
+    root = tmp_path / "root"
+    for d in range(60):
+        for f in range(100):
+            make_file(root / f"d{d:02d}" / f"f{f:03d}", old=f % 2 == 0)
+    args = [EFSPURGE, str(root), "--max-age-days", "30", "--processes", "2"]
+    args += ["--max-ops-per-second", "4000", "--manifest", str(tmp_path / "m.jsonl")]
+    if when == "max_runtime":
+        args += ["--max-runtime", "1.5s"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EFSPURGE_")}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+    started = time.monotonic()
+    time.sleep(0.8)  # under way: the worker has batches in flight
+    [worker] = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    os.kill(int(worker), signal.SIGSTOP)
+    if when == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=40)
+    finally:
+        with_worker = Path(f"/proc/{worker}").exists()
+        if proc.poll() is None:
+            proc.kill()
+        if with_worker:
+            os.kill(int(worker), signal.SIGKILL)
+    took = time.monotonic() - started
+    assert took < 30  # the stop, 10 s of grace, the kill (or the 10 s wait for its exit)
+    lines = records(out)
+    assert lines[-1]["message"] == "Purge operation completed"
+    assert lines[-1]["extra_fields"]["stop_reason"] == when
+    assert not with_worker  # killed and reaped
+    old_left = sum(1 for p in root.rglob("f*") if int(p.name[1:]) % 2 == 0)
+    deleted = 60 * 50 - old_left
+    recorded = len((tmp_path / "m.jsonl").read_text().splitlines())
+    if any(r["message"] == "Worker process did not stop: killed" for r in lines):
+        # Killed with a batch in flight: its files may be deleted unrecorded; exit 3 says so.
+        assert proc.returncode == 3 and recorded <= deleted
+    else:
+        # Stopped between batches: nothing was in flight, and the record is whole.
+        assert proc.returncode == (5 if when == "max_runtime" else 143)
+        assert recorded == deleted

@@ -105,6 +105,10 @@ class EventLog:
             extra={"extra_fields": {"path": self.path_of(node), "reason": str(reason)}},
         )
 
+    @property
+    def had_internal_error(self) -> bool:
+        return bool(self._internal_errors)
+
     def internal_error(self, exc: BaseException) -> None:
         # The same error from several batches (a dead worker fails each batch it held) is
         # one record.

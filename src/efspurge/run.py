@@ -80,6 +80,11 @@ def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> N
         future.set_result(result)
 
 
+# How long after a stop a worker process may take to answer before it is killed: a healthy
+# batch answers within milliseconds, a round trip to a failing NFS server within a few seconds.
+STOP_GRACE_SECONDS = 10.0
+
+
 class Run:
     """One run: the walk and everything around it (guard, signals, progress, records)."""
 
@@ -126,6 +131,8 @@ class Run:
             else None
         )
         self.walker = Walker(self.plan, self.root_node, self.counts, self.events, self.pool)
+        self.walker.on_stop = self._on_stop
+        self._watchdog: asyncio.Task | None = None
         try:
             return await self._execute()
         finally:
@@ -152,8 +159,9 @@ class Run:
             except asyncio.CancelledError as exc:
                 cancelled = exc  # the walk stopped and applied what it did: record it first
             finally:
-                for task in background:
-                    task.cancel()
+                for task in [*background, self._watchdog]:
+                    if task is not None:
+                        task.cancel()
                 try:
                     await asyncio.gather(*background, return_exceptions=True)
                 except asyncio.CancelledError as exc:
@@ -179,6 +187,23 @@ class Run:
             if self.relay is not None:
                 self.relay.detach()
             self._remove_signal_handlers(loop)
+
+    def _on_stop(self, reason: StopReason) -> None:
+        """A stop was asked for: batches end at their next check of the stop flag, within
+        milliseconds. A worker process that has not answered STOP_GRACE_SECONDS later is
+        stopped, frozen or stuck in a system call: it is killed, so that the run ends with
+        its record instead of hanging until the orchestrator's SIGKILL (found by review)."""
+        if self.pool is not None and self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._kill_stuck_workers())
+
+    async def _kill_stuck_workers(self) -> None:
+        await asyncio.sleep(STOP_GRACE_SECONDS)
+        assert self.pool is not None
+        for pid in self.pool.kill_unanswering(STOP_GRACE_SECONDS):
+            self.log.warning(
+                "Worker process did not stop: killed",
+                extra={"extra_fields": {"pid": pid, "grace_seconds": STOP_GRACE_SECONDS}},
+            )
 
     def _start_background(self) -> list[asyncio.Task]:
         tasks = []
@@ -326,6 +351,10 @@ class Run:
             # What a pod's memory limit sees: the parent's peak and the workers' own memory.
             record["peak_memory_mb"] = round(record["peak_memory_mb"] + self.pool.memory_mb(), 1)
         code = exit_code_of(stop, self.counts.errors)
+        if self.events.had_internal_error:
+            # Also after another stop (a worker killed for not answering after --max-runtime):
+            # the counts and the manifest may be short, which exit 5 or 143 would not say.
+            code = int(ExitCode.FATAL)
         record["exit_code"] = code
         # The final record is written whatever --log-level says: it is the run's result.
         # logger.handle() applies filters but not the level threshold. Always at INFO, as

@@ -176,6 +176,20 @@ class Worker:
             "deleted without being counted or written to the manifest"
         )
 
+    def kill(self, grace: float) -> None:
+        """It did not answer within ``grace`` seconds of the run's stop (stopped, frozen, or
+        stuck in a system call): killed, and its batches fail, so that the run can end. What
+        they did is unknown: their files may be deleted without being counted or recorded."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self._break(
+            WorkerDied(
+                f"worker process {self.pid} did not answer within {grace:g} s of the stop and "
+                "was killed: the files of its batches in flight may be deleted without being "
+                "counted or written to the manifest"
+            )
+        )
+
     def _break(self, exc: Exception) -> None:
         self.broken = exc
         waiting_batches, self._replies = list(self._replies.values()), {}
@@ -278,6 +292,14 @@ class WorkerPool:
         """Batches the workers can hold at once."""
         return len(self.workers) * self.depth
 
+    def kill_unanswering(self, grace: float) -> list[int]:
+        """Kill the workers that still owe replies ``grace`` seconds after the stop (see
+        Worker.kill). Returns their pids."""
+        stuck = [w for w in self.workers if w.replies_due and w.broken is None]
+        for worker in stuck:
+            worker.kill(grace)
+        return [worker.pid for worker in stuck]
+
     def memory_mb(self) -> float:
         """The workers' own memory (USS at their exit) added up, once they are closed."""
         total_kb = sum(
@@ -299,6 +321,32 @@ class WorkerPool:
             worker.abandon()
             worker.sock.close()
         for worker in self.workers:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(worker.pid, 0)
+            if not _reaped(worker.pid, REAP_SECONDS):
+                # Stopped (SIGSTOP, a frozen cgroup) or stuck: it never reads the closed
+                # socket. Killed, so that the run ends; one stuck in an uninterruptible call
+                # is left to init after that.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
+                _reaped(worker.pid, REAP_SECONDS)
         self.workers = []
+
+
+# How long a worker may take to exit once its socket is closed (it has no batch left then).
+REAP_SECONDS = 10.0
+
+
+def _reaped(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for a worker's exit. True once it is reaped (or gone)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if done:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
