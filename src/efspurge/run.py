@@ -80,11 +80,6 @@ def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> N
         future.set_result(result)
 
 
-# How long after a stop a worker process may take to answer before it is killed: a healthy
-# batch answers within milliseconds, a round trip to a failing NFS server within a few seconds.
-STOP_GRACE_SECONDS = 10.0
-
-
 class Run:
     """One run: the walk and everything around it (guard, signals, progress, records)."""
 
@@ -189,20 +184,11 @@ class Run:
             self._remove_signal_handlers(loop)
 
     def _on_stop(self, reason: StopReason) -> None:
-        """A stop was asked for: batches end at their next check of the stop flag, within
-        milliseconds. A worker process that has not answered STOP_GRACE_SECONDS later is
-        stopped, frozen or stuck in a system call: it is killed, so that the run ends with
-        its record instead of hanging until the orchestrator's SIGKILL (found by review)."""
+        """A stop was asked for: a worker process that does not answer soon is killed, so
+        that the run ends with its record (WorkerPool.kill_when_stuck)."""
         if self.pool is not None and self._watchdog is None:
-            self._watchdog = asyncio.get_running_loop().create_task(self._kill_stuck_workers())
-
-    async def _kill_stuck_workers(self) -> None:
-        await asyncio.sleep(STOP_GRACE_SECONDS)
-        assert self.pool is not None
-        for pid in self.pool.kill_unanswering(STOP_GRACE_SECONDS):
-            self.log.warning(
-                "Worker process did not stop: killed",
-                extra={"extra_fields": {"pid": pid, "grace_seconds": STOP_GRACE_SECONDS}},
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self.pool.kill_when_stuck(self.log)
             )
 
     def _start_background(self) -> list[asyncio.Task]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import mmap
 import os
 import pickle
@@ -293,13 +294,19 @@ class WorkerPool:
         """Batches the workers can hold at once."""
         return len(self.workers) * self.depth
 
-    def kill_unanswering(self, grace: float) -> list[int]:
-        """Kill the workers that still owe replies ``grace`` seconds after the stop (see
-        Worker.kill). Returns their pids."""
-        stuck = [w for w in self.workers if w.replies_due and w.broken is None]
-        for worker in stuck:
-            worker.kill(grace)
-        return [worker.pid for worker in stuck]
+    async def kill_when_stuck(self, log: logging.Logger) -> None:
+        """Started at the run's stop: batches end at their next check of the stop flag,
+        within milliseconds. A worker that still owes replies STOP_GRACE_SECONDS later is
+        stopped, frozen or stuck in a system call: it is killed (Worker.kill), so that the run
+        ends with its record instead of hanging until the orchestrator's SIGKILL (found by
+        review)."""
+        await asyncio.sleep(STOP_GRACE_SECONDS)
+        for worker in [w for w in self.workers if w.replies_due and w.broken is None]:
+            worker.kill(STOP_GRACE_SECONDS)
+            log.warning(
+                "Worker process did not stop: killed",
+                extra={"extra_fields": {"pid": worker.pid, "grace_seconds": STOP_GRACE_SECONDS}},
+            )
 
     def memory_mb(self) -> float:
         """The workers' own memory (USS at their exit) added up, once they are closed."""
@@ -332,6 +339,9 @@ class WorkerPool:
         self.workers = []
 
 
+# How long after a stop a worker may take to answer before it is killed: a healthy batch
+# answers within milliseconds, a round trip to a failing NFS server within a few seconds.
+STOP_GRACE_SECONDS = 10.0
 # How long a worker may take to exit once its socket is closed (it has no batch left then).
 REAP_SECONDS = 10.0
 
