@@ -41,7 +41,7 @@ class _RecordFormatter(JsonFormatter):
             }
 
     def process_log_record(self, log_record: dict[str, Any]) -> dict[str, Any]:
-        return _valid_text(super().process_log_record(log_record))
+        return valid_text(super().process_log_record(log_record))
 
 
 def _raw_bytes(text: str) -> bytes:
@@ -51,7 +51,7 @@ def _raw_bytes(text: str) -> bytes:
         return text.encode("utf-8", "surrogatepass")  # a surrogate from elsewhere
 
 
-def _valid_text(value: Any) -> Any:
+def valid_text(value: Any) -> Any:
     """``value`` with every string made valid Unicode (see the module docstring)."""
     if isinstance(value, str):
         try:
@@ -63,13 +63,13 @@ def _valid_text(value: Any) -> Any:
         cleaned: dict[Any, Any] = {}
         for key, item in value.items():
             # A key can be a name too (the report by top-level directory): shown, not b64.
-            name = _valid_text(key)
-            cleaned[name] = _valid_text(item)
+            name = valid_text(key)
+            cleaned[name] = valid_text(item)
             if isinstance(item, str) and cleaned[name] is not item:
                 cleaned[f"{name}_b64"] = base64.b64encode(_raw_bytes(item)).decode("ascii")
         return cleaned
     if isinstance(value, list | tuple):
-        return [_valid_text(item) for item in value]
+        return [valid_text(item) for item in value]
     return value
 
 

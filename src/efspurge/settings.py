@@ -76,21 +76,22 @@ class Settings:
     def without_effect(self) -> list[tuple[str, str]]:
         """Options set away from their default that this run cannot use, with what they
         need: (option, needed). Said at start, so that a mistake in a deployment shows."""
-        unused = []
+        needs = {}
         if not self.remove_empty_dirs:
-            if self.keep_empty_dirs_newer_than:
-                unused.append(("--keep-empty-dirs-newer-than", "--remove-empty-dirs"))
-            if self.max_empty_dirs_to_delete != 500:
-                unused.append(("--max-empty-dirs-to-delete", "--remove-empty-dirs"))
+            needs.update(dict.fromkeys(_NEED_EMPTY_DIRS, "--remove-empty-dirs"))
         if not self.metrics_file and not self.pushgateway:
-            needed = "--metrics-file or --pushgateway"
-            if self.push_job != "efspurge":
-                unused.append(("--push-job", needed))
-            if self.push_label:
-                unused.append(("--push-label", needed))
-            if self.fail_on_push_error:
-                unused.append(("--fail-on-push-error", needed))
-        return unused
+            needs.update(dict.fromkeys(_NEED_METRICS, "--metrics-file or --pushgateway"))
+        defaults = {f.name: f.default for f in fields(self)}
+        return [
+            ("--" + name.replace("_", "-"), needed)
+            for name, needed in needs.items()
+            if getattr(self, name) != defaults[name]
+        ]
+
+
+# Options that only mean something with another (Settings.without_effect).
+_NEED_EMPTY_DIRS = ("keep_empty_dirs_newer_than", "max_empty_dirs_to_delete")
+_NEED_METRICS = ("push_job", "push_label", "fail_on_push_error")
 
 
 # --- value parsers: each takes the raw text and returns the value or raises ValueError ---------

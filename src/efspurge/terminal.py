@@ -13,6 +13,8 @@ import logging
 import sys
 from typing import Any
 
+from efspurge.jsonlog import valid_text
+
 MIB = 1024 * 1024
 
 
@@ -39,18 +41,16 @@ def _size(n: float) -> str:
 
 
 def _printable(value: Any) -> Any:
-    """A name as a terminal may show it: control characters (an escape sequence in a file
-    name would drive the operator's terminal, a newline forge a record) and the bytes of
-    an undecodable name written as escapes, like the JSON records do; anything else as is."""
+    """A name as a terminal may show it: the bytes of an undecodable name as the JSON
+    records show them (jsonlog.valid_text), then control characters as escapes (an escape
+    sequence in a file name would drive the operator's terminal, a newline forge a record)."""
     if not isinstance(value, str) or value.isprintable():
         return value
-    return "".join(c if c.isprintable() else _escape(c) for c in value)
+    return "".join(c if c.isprintable() else _escape(c) for c in valid_text(value))
 
 
 def _escape(char: str) -> str:
     code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte of an undecodable name (surrogateescape)
-        return f"\\x{code - 0xDC00:02x}"
     if code < 0x100:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
