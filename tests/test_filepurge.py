@@ -1,5 +1,6 @@
 """The per-file batch (efspurge.filepurge.purge_files) on a real directory: the --max-delete
-slots and the stop flag, which end the loop in the middle of a batch."""
+slots and the stop flag, which end the loop in the middle of a batch; and several
+directories' batches in one call (purge_dirs), which share the slots."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 from conftest import make_file
 
-from efspurge.filepurge import FileRules, purge_files
+from efspurge.filepurge import FileRules, purge_dirs, purge_files
 from efspurge.policy import AgePolicy
 from efspurge.stats import age_edges
 
@@ -92,3 +93,26 @@ def test_a_name_listed_twice_is_refused_from_where_the_cap_stopped(tmp_path):
     finally:
         os.close(fd)
     assert out.selected == 2 and out.refused == [names[0]] and out.ops == 3
+
+
+def test_directories_in_one_call_share_the_slots_in_order(tmp_path):
+    # The loop's single thread takes many small directories' files in one call: the
+    # --max-delete slots granted to the call go to the directories in order, and the first
+    # old file past the last slot, and every name after it, stay on disk undecided.
+    dirs, fds = [], []
+    for index, pattern in enumerate(("ooy", "yoo", "oo")):
+        path = tmp_path / f"d{index}"
+        path.mkdir()
+        dirs.append((path, _tree(path, pattern)))
+        fds.append(os.open(path, os.O_RDONLY | os.O_DIRECTORY))
+    try:
+        jobs = [(fd, names, path.name) for fd, (path, names) in zip(fds, dirs, strict=True)]
+        results = purge_dirs(jobs, _rules(), 3)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert [r.purged for r in results] == [2, 1, 0]
+    assert [r.refused for r in results] == [[], ["02-o"], ["00-o", "01-o"]]
+    assert sorted(os.listdir(dirs[0][0])) == ["02-y"]
+    assert sorted(os.listdir(dirs[1][0])) == ["00-y", "02-o"]
+    assert sorted(os.listdir(dirs[2][0])) == ["00-o", "01-o"]

@@ -529,3 +529,27 @@ def test_a_worker_that_stops_answering_cannot_keep_the_run_from_ending(tmp_path,
         # Stopped between batches: nothing was in flight, and the record is whole.
         assert proc.returncode == (5 if when == "max_runtime" else 143)
         assert recorded == deleted
+
+
+def test_the_parents_thread_shares_the_files_and_the_cap_stays_exact(tmp_path):
+    # When the worker falls behind (slow unlinks), the parent's own thread takes file batches
+    # too, several small directories' in one call, with the --max-delete slots shared between
+    # them in order: exactly the cap is deleted, only old files, and the young ones all stay.
+    root = tmp_path / "root"
+    old, young = set(), set()
+    for d in range(60):
+        for i in range(6):
+            path = make_file(root / f"d{d:02d}" / f"f{i}", old=i % 3 != 0)
+            (old if i % 3 else young).add(str(path.relative_to(root)))
+    args = ["--processes", "2", "--task-batch-size", "10", "--max-delete", "150", "--no-dry-run"]
+    result = subprocess.run(
+        [sys.executable, "-c", SLOW_UNLINKS, str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    stats = final(result.stdout)
+    assert result.returncode == 4 and stats["stop_reason"] == "max_delete", result.stderr[-2000:]
+    left = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    assert young <= left
+    assert len(old - left) == stats["files_purged"] == 150

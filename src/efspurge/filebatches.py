@@ -28,6 +28,10 @@ from efspurge.tree import DirNode
 from efspurge.walkstate import WalkState
 from efspurge.workers import FileJob, WorkerPool
 
+# Directories' files in one call of the loop's single thread (a local disk with worker
+# processes): one hand-off for many small directories, as for a worker's batch.
+THREAD_DIRS_PER_BATCH = 64
+
 
 class FileBatches:
     """Queues a directory's files in chunks, runs them in a thread or a worker, applies the
@@ -54,27 +58,28 @@ class FileBatches:
         return self.state.queued_entries > 2 * self.state.plan.chunk_size * len(self.pool.workers)
 
     def file_unit(self) -> Callable[[], Any] | None:
-        node, names = self.state.files[0]
+        node, _ = self.state.files[0]
         if node.fd is None:
             # Closed to stay in budget meanwhile: reopen it, then come back to these files.
             return self.completion.reopen_unit(node)
         worker = self.pool.idle() if self.pool is not None else None
         if worker is not None:
             return self._worker_unit(worker)
-        self.state.files.popleft()
-        self.state.queued_entries -= len(names)
-        granted = self.state.deletes.reserve(len(names))
-        self.state.fds.pin(node)
+        # One thread (a local disk): several small directories' files in one call, as for a
+        # worker. Several threads (a network filesystem): one directory's chunk per call, so
+        # that each waits on its own round trips.
+        most = THREAD_DIRS_PER_BATCH if self.state.plan.concurrency == 1 else 1
+        batch, total = self._take(most)
+        granted = self.state.deletes.reserve(total)
         plan = self.state.plan
 
         async def unit() -> None:
-            if not await self.state.throttle(len(names)):
-                self._put_back([(node, names)], granted)
+            if not await self.state.throttle(total):
+                self._put_back(batch, granted)
                 return
-            result = await filepurge.apurge_files(
-                node.fd, names, plan.file_rules, granted, node.rel
-            )
-            self._files_done([(node, names)], [result], granted)
+            jobs = [(node.fd, names, node.rel) for node, names in batch]
+            results = await filepurge.apurge_dirs(jobs, plan.file_rules, granted)
+            self._files_done(batch, results, granted)
 
         return unit
 
@@ -82,18 +87,7 @@ class FileBatches:
         """Batches of several directories' files for a worker process, with their descriptors
         (one directory's files per batch when the worker has threads: each batch then waits on
         its own round trips, in its own thread)."""
-        batch: list[tuple[DirNode, list[str]]] = []
-        total = 0
-        most = self.pool.dirs_per_batch
-        while self.state.files and len(batch) < most and total < self.state.plan.chunk_size:
-            node, names = self.state.files[0]
-            if node.fd is None:
-                break
-            self.state.files.popleft()
-            self.state.queued_entries -= len(names)
-            self.state.fds.pin(node)
-            batch.append((node, names))
-            total += len(names)
+        batch, total = self._take(self.pool.dirs_per_batch)
         granted = self.state.deletes.reserve(total)
         worker.in_flight += 1
 
@@ -111,6 +105,23 @@ class FileBatches:
             self._files_done(batch, results, granted)
 
         return unit
+
+    def _take(self, most: int) -> tuple[list[tuple[DirNode, list[str]]], int]:
+        """Queued chunks from the front, of up to ``most`` directories and about a chunk's
+        worth of files (the first chunk always), each pinned until its batch is done. Stops at
+        a directory whose descriptor was closed meanwhile: file_unit reopens it first."""
+        batch: list[tuple[DirNode, list[str]]] = []
+        total = 0
+        while self.state.files and len(batch) < most and total < self.state.plan.chunk_size:
+            node, names = self.state.files[0]
+            if node.fd is None:
+                break
+            self.state.files.popleft()
+            self.state.queued_entries -= len(names)
+            self.state.fds.pin(node)
+            batch.append((node, names))
+            total += len(names)
+        return batch, total
 
     def _files_done(
         self,

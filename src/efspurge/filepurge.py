@@ -168,6 +168,22 @@ def _failed(
     return vanished, True
 
 
-# --- the batch as an awaitable in the loop's default executor (a thread pool) ---------------
+def purge_dirs(
+    jobs: list[tuple[int, list[str], str | None]], rules: FileRules, slots: int | None
+) -> list[FileResults]:
+    """Several directories' files in one call: ``jobs`` are (descriptor, names, relative
+    path). The ``slots`` are shared, in order: a directory gets what the ones before it left.
+    A batch of many small directories then pays one hand-off, not one per directory."""
+    results = []
+    used = 0
+    for dir_fd, names, rel_dir in jobs:
+        left = None if slots is None else slots - used
+        result = purge_files(dir_fd, names, rules, left, rel_dir)
+        used += result.slots_used
+        results.append(result)
+    return results
 
-apurge_files = wrap(purge_files)
+
+# --- the batches as awaitables in the loop's default executor (a thread pool) ---------------
+
+apurge_dirs = wrap(purge_dirs)

@@ -128,14 +128,8 @@ def _run_jobs(fds: list[int], jobs: list[FileJob], slots: int | None, rules: Fil
             f"{len(fds)} directory descriptors arrived for {len(jobs)} directories: the "
             "descriptor limit (ulimit -n) dropped some in transit"
         )
-    results = []
-    used = 0
-    for fd, job in zip(fds, jobs, strict=True):
-        left = None if slots is None else slots - used
-        result = filepurge.purge_files(fd, job.names, rules, left, job.rel_dir)
-        used += result.slots_used
-        results.append(result)
-    return results
+    triples = [(fd, job.names, job.rel_dir) for fd, job in zip(fds, jobs, strict=True)]
+    return filepurge.purge_dirs(triples, rules, slots)
 
 
 def _stop_with_parent(rules: FileRules) -> FileRules:
