@@ -5,10 +5,13 @@ A listing step hands its files here (unless it already deleted them inline). The
 chunks (the plan's ``chunk_size``: at most ``--task-batch-size`` names, fewer when threads or
 worker processes share a directory's files); each chunk is a hold on its directory until it is
 done, and waits in the shared queue. A chunk runs in one of the loop's threads or, with
-``--processes``, goes to an idle worker process with the directory's descriptor (chunks of
-several directories may share one worker batch). Either way the results come back as data and
-are applied here, on the loop. File batches come before listing in the walker's order and never
-wait for the memory guard: deleting frees memory.
+``--processes``, goes to an idle worker process with the directory's descriptor. Chunks of
+several small directories share one batch, in a worker or in the loop's single thread (a
+local disk), so that a tree of small directories pays one hand-off per batch, not per
+directory; with many threads (a network filesystem) a batch is one chunk, waiting on its own
+round trips. Either way the results come back as data and are applied here, on the loop.
+File batches come before listing in the walker's order and never wait for the memory guard:
+deleting frees memory.
 
 The --max-delete cap is exact: a batch reserves its slots before it starts and settles them
 when it is done. Expired files a batch could not get a slot for are put aside ("refused") and
