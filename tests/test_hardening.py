@@ -166,6 +166,40 @@ def test_unreadable_magic_link_root_is_one_line_exit_2():
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+def test_a_proc_link_into_another_mount_namespace_is_refused(tmp_path):
+    # /proc/PID/cwd of a process in its own mount namespace (a container) reads as a path
+    # that, here, names another directory: the host's. It used to be resolved by its text and
+    # the host's directory purged (found by review). Refused now; both directories untouched.
+    host = tmp_path / "data"
+    make_file(host / "host-file", old=True)
+    inside = subprocess.Popen(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f"mount -t tmpfs none {host} && cd {host} && touch -d '40 days ago' c-file "
+            "&& echo ready && exec sleep 60",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert inside.stdout.readline().strip() == "ready"
+        link = f"/proc/{inside.pid}/cwd"
+        assert os.path.realpath(link) == str(host)  # the text: the host's directory
+        result = run_cli(link, "--no-dry-run")
+        assert os.listdir(link) == ["c-file"]
+    finally:
+        inside.kill()
+        inside.wait()
+    assert result.returncode == 2 and "another mount namespace" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert os.listdir(host) == ["host-file"]
+
+
 # --- 4. odd timestamps in the manifest ------------------------------------------------------
 
 YEAR_1_NS = -62_135_596_800 * 10**9
@@ -805,6 +839,24 @@ def test_pattern_that_can_never_match_is_refused_with_how_to_write_it(tmp_path, 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and args[0] in lines[0] and needle in lines[0], result.stderr
     assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("written", ["link/..", "{real}/keep"])
+def test_absolute_patterns_name_the_directory_the_walk_reads(tmp_path, written):
+    # PATH 'link/..', where link points into the tree: the walk is of the link target's
+    # parent (the real tree), though the text says tmp_path. An absolute --exclude-dir under
+    # the real tree was read against the text, matched nothing, and its files were purged
+    # (found by review). And a root reached through a symlink accepts the resolved spelling.
+    real = tmp_path / "real"
+    _keep_tree(real)
+    (real / "sub").mkdir()
+    os.symlink(real / "sub", tmp_path / "link")
+    (tmp_path / "alias").symlink_to(real)
+    root = tmp_path / "link" / ".." if written == "link/.." else tmp_path / "alias"
+    result = run_cli(str(root), "--exclude-dir", f"{real}/keep")
+    assert result.returncode == 0, result.stderr
+    files = {p for p in snapshot(real) if p.startswith("file:")}
+    assert files == {"file:keep/old.log", "file:keep/sub/old.log"}
 
 
 def test_pattern_spellings_from_the_environment_too(tmp_path):

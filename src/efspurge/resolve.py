@@ -176,14 +176,36 @@ def resolve_settings(cli_values: Mapping[str, Any], environ: Mapping[str, str]) 
     return Settings(path=path, **chosen)
 
 
+def root_spellings(path: str) -> tuple[str, ...]:
+    """The absolute paths an absolute pattern may start with to name something in PATH.
+
+    The walk is of PATH with its symlinks resolved (os.path.realpath). PATH as written, made
+    absolute, names the same directory when it goes through a symlink (``/mnt/efs`` ->
+    ``/data/efs``): both spellings are then read. But not when ``..`` follows a symlink
+    (``app/current/..`` is the parent of ``current``'s target, while the text says ``app``):
+    then only the resolved one is, or ``--exclude-dir /srv/app/releases/keep`` would be read
+    against the wrong directory and protect nothing (found by review)."""
+    written = os.path.abspath(path)
+    real = os.path.realpath(path)
+    if real == written:
+        return (written,)
+    try:
+        same = os.path.samestat(os.stat(written), os.stat(real))
+    except OSError:
+        same = False
+    return (written, real) if same else (real,)
+
+
 def _normalize_patterns(chosen: dict[str, Any], sources: dict[str, str], path: str) -> None:
-    root = os.path.abspath(path)  # no file system access: only the working directory
+    if not any(chosen.get(f) for f in ("include", "exclude", "exclude_dir")):
+        return
+    roots = root_spellings(path)
     for field in ("include", "exclude", "exclude_dir"):
         if field not in chosen:
             continue
         try:
             chosen[field] = tuple(
-                normalize_pattern(p, root, for_dirs=field == "exclude_dir", given=path)
+                normalize_pattern(p, roots, for_dirs=field == "exclude_dir", given=path)
                 for p in chosen[field]
             )
         except ValueError as exc:

@@ -49,6 +49,7 @@ def prepare_root(raw_path: str, noatime: bool = False, name: str = "PATH") -> Ro
         }
         reason = reasons.get(exc.errno, f"cannot be opened: {exc.strerror}")
         raise SettingsError(f"{name}: {raw_path!r} {reason}") from None
+    _refuse_other_directory(raw_path, resolved, fd, st, name)
     fs_type = mounts.filesystem_type(resolved, st.st_dev)
     if mounts.is_pseudo(fs_type):
         fsops.close(fd)
@@ -56,6 +57,26 @@ def prepare_root(raw_path: str, noatime: bool = False, name: str = "PATH") -> Ro
             f"{name}: {raw_path!r} is on a {fs_type} pseudo-filesystem, which is never purged"
         )
     return RootInfo(resolved, fd, st, fs_type)
+
+
+def _refuse_other_directory(
+    raw_path: str, resolved: str, fd: int, st: os.stat_result, name: str
+) -> None:
+    """The root is checked and opened by its resolved path, which must be the directory the
+    path as given leads to. It is not for a /proc/PID/root or /proc/PID/cwd link into another
+    mount namespace (a container's): its text reads as the host's path, and the host's
+    directory of that name would be purged instead of the container's (found by review)."""
+    try:
+        given = os.stat(raw_path)
+    except OSError:
+        given = None
+    if given is None or not os.path.samestat(given, st):
+        fsops.close(fd)
+        raise SettingsError(
+            f"{name}: {raw_path!r} resolves to {resolved!r}, which is not the directory the "
+            "path leads to (a /proc/PID/root or /proc/PID/cwd link into another mount "
+            "namespace?): give the directory's own path, as this process sees it"
+        )
 
 
 def open_manifest(settings: Settings, name: str = "--manifest") -> Manifest | None:

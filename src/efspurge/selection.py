@@ -196,16 +196,21 @@ def _refuse_path_prefix(pattern: str, pat: str, root: str, given: str | None) ->
             )
 
 
-def normalize(pattern: str, root: str, for_dirs: bool, given: str | None = None) -> str:
+def normalize(
+    pattern: str, roots: tuple[str, ...], for_dirs: bool, given: str | None = None
+) -> str:
     """The spellings people write, as the rules above read them; ValueError (with how to
     write it) for a pattern that could never match.
 
-    ``root`` is PATH, absolute. ``./keep`` is ``/keep`` (PATH's own keep); ``keep/`` is
-    ``keep`` for --exclude-dir; ``a//b`` is ``a/b``; an absolute path inside PATH is made
-    relative to it (``/mnt/efs/keep`` with PATH ``/mnt/efs`` is ``/keep``).
+    ``roots`` are the absolute spellings of PATH's directory (as written, and with symlinks
+    resolved when that differs: see :func:`efspurge.resolve.root_spellings`), the first one
+    for messages. ``./keep`` is ``/keep`` (PATH's own keep); ``keep/`` is ``keep`` for
+    --exclude-dir; ``a//b`` is ``a/b``; an absolute path inside PATH is made relative to it
+    (``/mnt/efs/keep`` with PATH ``/mnt/efs`` is ``/keep``).
     """
     pat = re.sub(r"/{2,}", "/", pattern)
-    root = root.rstrip("/") or "/"
+    roots = tuple(r.rstrip("/") or "/" for r in roots)
+    root = roots[0]
     _refuse_path_prefix(pattern, pat, root, given)
     anchored = outside = False
     if pat.startswith("./"):
@@ -213,10 +218,11 @@ def normalize(pattern: str, root: str, for_dirs: bool, given: str | None = None)
             pat = pat[2:].lstrip("/")
         anchored = True
     elif pat.startswith("/"):
-        if pat.rstrip("/") == root:
+        if pat.rstrip("/") in roots:
             raise ValueError(f"{pattern!r} is PATH itself, which is never purged or excluded")
-        if root != "/" and pat.startswith(root + "/"):
-            pat = pat[len(root) + 1 :]
+        inside = next((r for r in roots if r != "/" and pat.startswith(r + "/")), None)
+        if inside is not None:
+            pat = pat[len(inside) + 1 :]
         else:
             pat = pat[1:]
             outside = True  # fine for a plain name (/top.log), not for a path
