@@ -367,3 +367,53 @@ def test_a_log_that_cannot_be_written_stops_an_api_run_and_leaves_the_callers_st
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[-1] == "3 log write failed /dev/full"
     assert len(os.listdir(root)) == 300  # the start record failed: nothing was deleted
+
+
+def test_a_second_purge_in_the_same_loop_at_once_is_refused_and_touches_nothing(tmp_path):
+    # A run owns its loop's executor and signal handlers: two at once undid each other's, and
+    # a SIGTERM then killed the second without its record (found by review).
+    first, second = tmp_path / "first", tmp_path / "second"
+    tree(first)
+    tree(second)
+
+    async def caller():
+        a = efspurge.AsyncPurger(str(first), dry_run=False, log_level="WARNING")
+        b = efspurge.AsyncPurger(str(second), dry_run=False, log_level="WARNING")
+        done = await asyncio.gather(a.purge(), b.purge(), return_exceptions=True)
+        # One after the other is fine, and the loop's executor still works.
+        await efspurge.AsyncPurger(str(second), dry_run=False, log_level="WARNING").purge()
+        assert await asyncio.get_running_loop().run_in_executor(None, sum, [1, 2]) == 3
+        return done
+
+    stats, refused = asyncio.run(caller())
+    assert stats["files_purged"] == 2
+    assert isinstance(refused, RuntimeError) and "another purge" in str(refused)
+    assert snapshot(first) == snapshot(second) == {"file:new.log", "dir:cache"}
+
+
+def test_the_callers_signal_handlers_are_put_back(tmp_path):
+    # purge() handles SIGTERM and SIGINT while it runs; afterwards the caller's own handlers
+    # (one set on the loop, one with signal.signal) work again. Removing ours used to leave
+    # the default action: the caller's process died of its next SIGTERM (found by review).
+    tree(tmp_path)
+    script = (
+        "import asyncio, os, signal, efspurge\n"
+        "got = []\n"
+        "signal.signal(signal.SIGINT, lambda *a: got.append('INT'))\n"
+        "async def main():\n"
+        "    loop = asyncio.get_running_loop()\n"
+        "    term = asyncio.Event()\n"
+        "    loop.add_signal_handler(signal.SIGTERM, term.set)\n"
+        f"    await efspurge.AsyncPurger({str(tmp_path)!r}, log_level='WARNING').purge()\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    await asyncio.wait_for(term.wait(), 10)\n"
+        "    got.append('TERM')\n"
+        "asyncio.run(main())\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "print(' '.join(got))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["TERM", "INT"]

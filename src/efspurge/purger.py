@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
@@ -55,6 +56,9 @@ class StopRelay:
     def detach(self) -> None:
         self._target = None
 
+
+# Event loops with a run in progress: one at a time per loop (AsyncPurger.run).
+_LOOPS_RUNNING: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 # Every option of the command line; the root is root_path, never a `path=` keyword.
 _SETTING_NAMES = frozenset(f.name for f in fields(Settings)) - {"path"}
@@ -130,6 +134,22 @@ class AsyncPurger:
         return (await self.run()).record
 
     async def run(self) -> Outcome:
+        loop = asyncio.get_running_loop()
+        if loop in _LOOPS_RUNNING:
+            # A run owns its loop's default executor and stop-signal handlers until it ends:
+            # two at once undid each other's (a SIGTERM then killed the second run without its
+            # final record or its last manifest lines; found by review).
+            raise RuntimeError(
+                "purge(): another purge is running in this event loop; await them one after "
+                "the other, or give each its own loop (asyncio.run in a thread of its own)"
+            )
+        _LOOPS_RUNNING.add(loop)
+        try:
+            return await self._run()
+        finally:
+            _LOOPS_RUNNING.discard(loop)
+
+    async def _run(self) -> Outcome:
         settings = self.settings
         if self._root is None:
             check_metrics_file(settings, "metrics_file")  # the CLI checked it already

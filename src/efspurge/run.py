@@ -110,8 +110,7 @@ class Run:
         self.root_node = root_node
         self.guard: MemoryGuard | None = None
         self._signals = 0
-        self._handles_signals = False
-        self._stop_signals: list[int] = []
+        self._loop_signals: signals.LoopHandlers | None = None
         self._started = time.monotonic()
         self.outcome: Outcome | None = None  # set once the final record is written
 
@@ -181,7 +180,7 @@ class Run:
         finally:
             if self.relay is not None:
                 self.relay.detach()
-            self._remove_signal_handlers(loop)
+            self._remove_signal_handlers()
 
     def _on_stop(self, reason: StopReason) -> None:
         """A stop was asked for: a worker process that does not answer soon is killed, so
@@ -228,16 +227,13 @@ class Run:
         # Only the main thread receives signals (and only it may set their handlers): a run
         # started from another thread (the Python API in a worker thread of the caller's) is
         # stopped by --max-runtime or by its caller, not by signals.
-        self._handles_signals = threading.current_thread() is threading.main_thread()
-        if self._handles_signals:
-            self._stop_signals = [s for s in signals.SIGNALS if signals.stops_the_run(s)]
-            for signum in self._stop_signals:
-                loop.add_signal_handler(signum, self._on_signal, signum)
+        if threading.current_thread() is threading.main_thread():
+            self._loop_signals = signals.LoopHandlers(loop, self._on_signal)
 
-    def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._handles_signals:
-            for signum in self._stop_signals:
-                loop.remove_signal_handler(signum)
+    def _remove_signal_handlers(self) -> None:
+        if self._loop_signals is not None:
+            self._loop_signals.remove()
+            self._loop_signals = None
 
     def _take_early_signal(self) -> None:
         """A signal that arrived before the loop's handlers existed (see efspurge.signals)."""

@@ -10,6 +10,9 @@ A second signal before the engine has taken over means the user insists: the pro
 dies of that signal at once, as it would have without these handlers. Nothing has been
 deleted at that point (the engine has not started).
 
+Then :class:`LoopHandlers` is the engine's own: the stopping signals handled on the run's
+event loop, and whatever handled them before (a Python caller's) put back at the end.
+
 Standard library only: this module is imported while the process is still starting.
 """
 
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -67,3 +72,28 @@ def reset() -> None:
     """Forget a recorded signal (for a program that runs the engine more than once)."""
     global _received
     _received = None
+
+
+class LoopHandlers:
+    """The run's handlers of the stopping signals, on its event loop (main thread only).
+
+    What handled each signal before, the loop's handler or the process's, is put back by
+    ``remove()``: asyncio's ``remove_signal_handler`` alone leaves the default action, and a
+    Python caller's process would then die of its next SIGTERM (found by review)."""
+
+    def __init__(self, loop: Any, on_signal: Callable[[int], None]) -> None:
+        self.loop = loop
+        self.signums = [s for s in SIGNALS if stops_the_run(s)]
+        # asyncio has no public way to read a loop's handler: its table, where there is one.
+        table = getattr(loop, "_signal_handlers", {})
+        self.saved = [(table.get(s), signal.getsignal(s)) for s in self.signums]
+        for signum in self.signums:
+            loop.add_signal_handler(signum, on_signal, signum)
+
+    def remove(self) -> None:
+        for signum, (handle, handler) in zip(self.signums, self.saved, strict=True):
+            self.loop.remove_signal_handler(signum)
+            if handle is not None:
+                self.loop.add_signal_handler(signum, handle._callback, *handle._args)
+            elif handler is not None:
+                signal.signal(signum, handler)
