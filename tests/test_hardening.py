@@ -868,6 +868,27 @@ def test_pattern_spellings_from_the_environment_too(tmp_path):
     assert files == {"file:keep/old.log", "file:keep/sub/old.log", "file:other/keep/old.log"}
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_an_exclude_that_names_a_directory_is_said_once(tmp_path, dry_run):
+    # `--exclude keep` keeps files named keep; a directory named keep is walked and purged,
+    # as documented, but rsync and tar users expect it kept: said once, at WARNING, in the
+    # dry run too (found by review). No warning for the files it does keep.
+    make_file(tmp_path / "keep" / "a", old=True)
+    make_file(tmp_path / "keep" / "sub" / "keep" / "b", old=True)
+    make_file(tmp_path / "other" / "keep", old=True)
+    before = snapshot(tmp_path)
+    result = run_cli(str(tmp_path), "--exclude", "keep", *(["--dry-run"] if dry_run else []))
+    assert result.returncode == 0, result.stderr
+    warnings = [r for r in records(result.stdout) if r["level"] == "WARNING"]
+    assert len(warnings) == 1 and "use --exclude-dir" in warnings[0]["message"]
+    assert warnings[0]["extra_fields"]["path"].endswith("/keep")
+    files = {p for p in snapshot(tmp_path) if p.startswith("file:")}
+    if dry_run:
+        assert snapshot(tmp_path) == before
+    else:
+        assert files == {"file:other/keep"}
+
+
 # --- --memory-limit-mb 0 means no limit (as in the reference) ------------------------------
 
 

@@ -35,7 +35,7 @@ class EventLog:
         self.manifest = manifest
         self.debug = logger.isEnabledFor(logging.DEBUG)
         self._warnings_left = ERROR_LOG_LIMIT if error_log_limit is None else error_log_limit
-        self._limits_logged: set[str] = set()
+        self._said_once: set[str] = set()
         self.manifest_failed = False
         self.stop: Callable[[StopReason], None] | None = None  # set by the walk state
         self.why_kept: Callable[[os.stat_result], str] | None = None  # the age policy's words
@@ -89,9 +89,23 @@ class EventLog:
         """A cap was reached: said once, at WARNING, outside the warning limit (only the
         final record's counts said so before, and nothing at all for the empty-directory
         cap, whose run exits 0)."""
-        if message not in self._limits_logged:
-            self._limits_logged.add(message)
+        self._warn_once(message, fields)
+
+    def _warn_once(self, message: str, fields: dict[str, Any]) -> None:
+        if message not in self._said_once:
+            self._said_once.add(message)
             self.log.warning(message, extra={"extra_fields": fields})
+
+    def exclude_names_dir(self, node: DirNode, name: str) -> None:
+        """An --exclude pattern matches a directory, which --exclude does not keep: said
+        once a run, at WARNING, since its old files are purged (found by review: rsync's and
+        tar's --exclude NAME also skip a directory)."""
+        self._warn_once(
+            "An --exclude pattern matches a directory, which is walked and purged all the "
+            "same: --exclude keeps files only; to keep a directory and all it holds, use "
+            "--exclude-dir",
+            {"path": self.path_of(node, name)},
+        )
 
     def changed(self, node: DirNode, reason: BaseException | None) -> None:
         self._warn(

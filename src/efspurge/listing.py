@@ -212,6 +212,8 @@ class Listing:
             node.kept = True
         for name, op, exc in result.errors:
             self.state.events.entry_error(c, node, name, op, exc)
+        for name in result.dirs_named_by_exclude:
+            self.state.events.exclude_names_dir(node, name)
         if result.debug:
             for name, reason, _ in result.debug:
                 self.state.events.kept(node, name, reason)

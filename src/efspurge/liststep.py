@@ -47,6 +47,7 @@ class ListResults:
     specials: int = 0
     excluded_files: int = 0
     excluded_dirs: int = 0
+    dirs_named_by_exclude: list[str] = field(default_factory=list)  # walked all the same
     other_shards: int = 0
     theirs_stay: bool = False  # a sharded dry run: another shard's file would stay
     kept: bool = False
@@ -68,6 +69,8 @@ class ListRules:
     owner_filter: Callable[[int, str], bool] | None  # shards: is this file ours?
     theirs_stay: Callable[[int, list[str]], bool] | None  # sharded dry run (dir_fd, names)
     debug: bool = False
+    # --exclude, asked of directories: one it names is walked all the same (said once).
+    exclude_names: Callable[[str, str | None], bool] | None = None
 
 
 def list_step(
@@ -205,6 +208,7 @@ def _sort_entries(
 ) -> None:
     """Sort entries one by one: files (filtered, and by shard), directories, the rest."""
     file_filter, dir_filter, owner_filter = rules.file_filter, rules.dir_filter, rules.owner_filter
+    exclude_names = rules.exclude_names
     add_file, add_dir, debug = out.files.append, out.subdirs.append, rules.debug
     add_ino = out.subdir_inos.append
     theirs: list[str] = []
@@ -231,6 +235,8 @@ def _sort_entries(
                 else:
                     add_dir(name)
                     add_ino(entry.inode())  # from the listing (d_ino): no system call
+                    if exclude_names is not None and exclude_names(name, _child(rel, name)):
+                        out.dirs_named_by_exclude.append(name)
             else:
                 if entry.is_symlink():
                     out.symlinks += 1

@@ -259,6 +259,7 @@ def _list_rules(
         root_mount=root_mount,
         file_filter=selector.file_selected if selector.filters_files else None,
         dir_filter=selector.dir_excluded if selector.filters_dirs else None,
+        exclude_names=selector.exclude_names if selector.excludes_files else None,
         owner_filter=shard.owns_file if shard else None,
         theirs_stay=theirs_stay
         if shard and settings.dry_run and settings.remove_empty_dirs

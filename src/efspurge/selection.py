@@ -174,6 +174,15 @@ class Selector:
     def dir_excluded(self, name: str, relpath: str | None) -> bool:
         return self._exclude_dir.matches(name, relpath)
 
+    @property
+    def excludes_files(self) -> bool:
+        return not self._exclude.empty
+
+    def exclude_names(self, name: str, relpath: str | None) -> bool:
+        """Would an --exclude pattern match this entry, were it a file? (For a directory it
+        does nothing: --exclude keeps files only.)"""
+        return self._exclude.matches(name, relpath)
+
 
 def _refuse_path_prefix(pattern: str, pat: str, root: str, given: str | None) -> None:
     """A relative pattern that starts with PATH itself or its last parts (``--exclude-dir
