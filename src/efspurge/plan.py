@@ -195,7 +195,7 @@ def build_plan(
         settings, root_st, policy, selector, shard, mount_rel, root_mount, debug
     )
     file_rules = _file_rules(settings, policy, now_ns, protected, with_manifest, debug, stop)
-    file_rules.stop_check_mask = 7 if threads > 1 else 63  # see FileRules
+    file_rules.stop_check_mask = 0 if threads > 1 else 63  # see FileRules
     young = settings.keep_empty_dirs_newer_than
     limit = fd_limit if fd_limit is not None else raise_fd_limit()
     return WalkPlan(

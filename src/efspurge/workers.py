@@ -37,7 +37,7 @@ import time
 from typing import Any
 
 from efspurge.filepurge import FileResults, FileRules
-from efspurge.workerside import HEADER, MAX_FDS_PER_BATCH, PEAK, FileJob, become_worker
+from efspurge.workerside import BEAT, HEADER, MAX_FDS_PER_BATCH, PEAK, FileJob, become_worker
 
 __all__ = ["FileJob", "Worker", "WorkerPool"]
 
@@ -272,6 +272,8 @@ class WorkerPool:
         self._pids: list[int] = []
         # Each worker leaves its own memory here when it exits (the parent reports the sum).
         self._peaks = mmap.mmap(-1, PEAK.size * max(1, count))
+        # And counts its stop checks here: a sign of life while it finishes after a stop.
+        self._beats = mmap.mmap(-1, BEAT.size * max(1, count))
         for index in range(count):
             parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             pid = os.fork()
@@ -279,7 +281,7 @@ class WorkerPool:
                 parent_end.close()
                 for other in self.workers:
                     other.sock.close()
-                become_worker(child_end, rules, self._peaks, index, threads)
+                become_worker(child_end, rules, self._peaks, self._beats, index, threads)
             child_end.close()
             self.workers.append(Worker(pid, parent_end))
 
@@ -295,18 +297,38 @@ class WorkerPool:
         return len(self.workers) * self.depth
 
     async def kill_when_stuck(self, log: logging.Logger) -> None:
-        """Started at the run's stop: batches end at their next check of the stop flag,
-        within milliseconds. A worker that still owes replies STOP_GRACE_SECONDS later is
-        stopped, frozen or stuck in a system call: it is killed (Worker.kill), so that the run
-        ends with its record instead of hanging until the orchestrator's SIGKILL (found by
-        review)."""
-        await asyncio.sleep(STOP_GRACE_SECONDS)
-        for worker in [w for w in self.workers if w.replies_due and w.broken is None]:
-            worker.kill(STOP_GRACE_SECONDS)
-            log.warning(
-                "Worker process did not stop: killed",
-                extra={"extra_fields": {"pid": worker.pid, "grace_seconds": STOP_GRACE_SECONDS}},
-            )
+        """Started at the run's stop: batches end at their next check of the stop flag (every
+        file on a network filesystem), so a healthy worker answers within a round trip or a
+        few. A worker that still owes replies and has not made a single stop check for
+        STOP_GRACE_SECONDS is stopped, frozen or stuck in a system call: it is killed
+        (Worker.kill), so that the run ends with its record instead of hanging until the
+        orchestrator's SIGKILL (found by review). One whose checks go on is only slow (a
+        throttled server, a directory whose unlinks queue on its lock): it is waited for, as
+        killing it would lose the record of its last deletions (found by review)."""
+        last = self._heartbeats()
+        while True:
+            await asyncio.sleep(STOP_GRACE_SECONDS)
+            beats = self._heartbeats()
+            owing = [i for i, w in enumerate(self.workers) if w.replies_due and w.broken is None]
+            if not owing:
+                return
+            for index in owing:
+                if beats[index] == last[index]:
+                    worker = self.workers[index]
+                    worker.kill(STOP_GRACE_SECONDS)
+                    log.warning(
+                        "Worker process did not stop: killed",
+                        extra={
+                            "extra_fields": {
+                                "pid": worker.pid,
+                                "grace_seconds": STOP_GRACE_SECONDS,
+                            }
+                        },
+                    )
+            last = beats
+
+    def _heartbeats(self) -> list[int]:
+        return [BEAT.unpack_from(self._beats, BEAT.size * i)[0] for i in range(len(self.workers))]
 
     def memory_mb(self) -> float:
         """The workers' own memory (USS at their exit) added up, once they are closed."""
@@ -328,14 +350,16 @@ class WorkerPool:
         for worker in self.workers:
             worker.abandon()
             worker.sock.close()
-        for worker in self.workers:
-            if not _reaped(worker.pid, REAP_SECONDS):
-                # Stopped (SIGSTOP, a frozen cgroup) or stuck: it never reads the closed
-                # socket. Killed, so that the run ends; one stuck in an uninterruptible call
-                # is left to init after that.
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGKILL)
-                _reaped(worker.pid, REAP_SECONDS)
+        # One deadline for all of them, however many (one after the other, each stuck worker
+        # cost 20 s: 70 s with 4 processes, past a 60 s termination grace; found by review).
+        left = _reap_all(self._pids, REAP_SECONDS)
+        for pid in left:
+            # Stopped (SIGSTOP, a frozen cgroup) or stuck: it never reads the closed socket.
+            # Killed, so that the run ends; one stuck in an uninterruptible call is left to
+            # init after that.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _reap_all(left, REAP_SECONDS)
         self.workers = []
 
 
@@ -344,6 +368,12 @@ class WorkerPool:
 STOP_GRACE_SECONDS = 10.0
 # How long a worker may take to exit once its socket is closed (it has no batch left then).
 REAP_SECONDS = 10.0
+
+
+def _reap_all(pids: list[int], timeout: float) -> list[int]:
+    """Wait for these workers' exits, all within one ``timeout``; the ones still running."""
+    deadline = time.monotonic() + timeout
+    return [pid for pid in pids if not _reaped(pid, max(0.0, deadline - time.monotonic()))]
 
 
 def _reaped(pid: int, timeout: float) -> bool:

@@ -28,6 +28,7 @@ from efspurge.filepurge import FileRules
 
 HEADER = struct.Struct("!I")
 PEAK = struct.Struct("Q")  # KiB
+BEAT = struct.Struct("Q")  # a worker's stop checks so far (its heartbeat), modulo 2**32
 MAX_FDS_PER_BATCH = 64  # directories in one message (SCM_RIGHTS allows up to 253)
 
 
@@ -132,16 +133,29 @@ def _run_jobs(fds: list[int], jobs: list[FileJob], slots: int | None, rules: Fil
     return filepurge.purge_dirs(triples, rules, slots)
 
 
-def _stop_with_parent(rules: FileRules) -> FileRules:
+def _stop_with_parent(rules: FileRules, beats: mmap.mmap, index: int) -> FileRules:
     """The rules with a stop check that also ends when the parent is gone (SIGKILL, the OOM
     killer, a second signal): its batches then stop at their next check, instead of deleting
-    what nobody will record, past the run's time budget."""
+    what nobody will record, past the run's time budget. Each check is also a heartbeat in
+    ``beats``: the parent kills a worker after a stop only if its heartbeats stopped, not
+    one that is slow (WorkerPool.kill_when_stuck)."""
     parent, stopped = os.getppid(), rules.stopped
-    return replace(rules, stopped=lambda: stopped() or os.getppid() != parent)
+    counter = memoryview(beats).cast("Q")
+
+    def stopped_or_orphaned() -> bool:
+        counter[index] = (counter[index] + 1) & 0xFFFF_FFFF  # any change is a sign of life
+        return stopped() or os.getppid() != parent
+
+    return replace(rules, stopped=stopped_or_orphaned)
 
 
 def become_worker(
-    sock: socket.socket, rules: FileRules, peaks: mmap.mmap, index: int, threads: int
+    sock: socket.socket,
+    rules: FileRules,
+    peaks: mmap.mmap,
+    beats: mmap.mmap,
+    index: int,
+    threads: int,
 ) -> None:
     code = 0
     try:
@@ -150,7 +164,7 @@ def become_worker(
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
-        _serve(sock, _stop_with_parent(rules), threads)
+        _serve(sock, _stop_with_parent(rules, beats, index), threads)
     except BaseException:
         code = 3
     finally:
