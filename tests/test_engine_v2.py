@@ -242,6 +242,40 @@ def test_a_2000_level_chain_under_ulimit_64(deep_tmp):
     assert stats["errors"] == 0 and os.listdir(root) == []
 
 
+@pytest.mark.parametrize(
+    "options",
+    [["--manifest", "{m}"], ["--manifest", "{m}", "--processes", "1"], ["--exclude-dir", "x/y"]],
+)
+def test_memory_stays_linear_in_the_depth_with_relative_paths(deep_tmp, options):
+    # Each directory of a 1,500-level chain of 255-character names kept its whole relative
+    # path (for the manifest, or a pattern with '/'): the chain held ~290 MB of paths, 700 MB
+    # at 2,000 levels, and worker batches of 64 such paths more (found by review). Every
+    # manifest line must still carry the file's exact path.
+    root = deep_tmp / "root"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY)
+    names = []
+    for level in range(1500):
+        names.append(f"{level:05d}" + "d" * 250)
+        os.mkdir(names[-1], dir_fd=fd)
+        os.close(os.open("old", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+        os.utime("old", (OLD, OLD), dir_fd=fd)
+        nfd = os.open(names[-1], os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(fd)
+    manifest = deep_tmp / "m.jsonl"
+    args = [a.format(m=manifest) for a in options]
+    result = run_cli(str(root), "--dry-run", "--log-format", "json", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    stats = final(result.stdout)
+    assert stats["files_to_purge"] == 1500
+    assert stats["peak_memory_mb"] < 120  # all processes; it was 300-560 MB
+    if manifest.exists():
+        paths = {json.loads(line)["path"] for line in manifest.read_text().splitlines()}
+        assert paths == {"/".join([*names[:level], "old"]) for level in range(1500)}
+
+
 def test_at_most_1000_warnings_with_three_processes(tmp_path, monkeypatch):
     from efspurge import fsops
 

@@ -34,6 +34,10 @@ from efspurge.workers import FileJob, WorkerPool
 # Directories' files in one call of the loop's single thread (a local disk with worker
 # processes): one hand-off for many small directories, as for a worker's batch.
 THREAD_DIRS_PER_BATCH = 64
+# Characters of directory paths in one batch, at most (past its first directory): 64 paths of
+# 4,000 nested 255-character names made batches and replies of hundreds of MB (found by
+# review). Everyday paths never come near it.
+BATCH_PATHS_MAX = 1 << 20
 
 
 class FileBatches:
@@ -114,11 +118,15 @@ class FileBatches:
         worth of files (the first chunk always), each pinned until its batch is done. Stops at
         a directory whose descriptor was closed meanwhile: file_unit reopens it first."""
         batch: list[tuple[DirNode, list[str]]] = []
-        total = 0
+        total = paths = 0
         while self.state.files and len(batch) < most and total < self.state.plan.chunk_size:
             node, names = self.state.files[0]
             if node.fd is None:
                 break
+            if node.relpaths:  # each directory's path travels with the batch, and its lines
+                paths += len(node.rel or "")
+                if batch and paths > BATCH_PATHS_MAX:
+                    break
             self.state.files.popleft()
             self.state.queued_entries -= len(names)
             self.state.fds.pin(node)

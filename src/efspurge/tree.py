@@ -27,11 +27,16 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterator
 
+# The longest relative path a node keeps (DirNode.rel): everyday paths; longer ones are made
+# when needed, so that deep chains of long names do not hold a path per level.
+REL_KEPT_MAX = 256
+
 
 class DirNode:
     """One directory of the walk, alive from its listing until it is finished."""
 
     __slots__ = (
+        "_rel",
         "fd",
         "found_empty",
         "ino",
@@ -42,7 +47,7 @@ class DirNode:
         "parent",
         "pending",
         "pins",
-        "rel",
+        "relpaths",
         "seen",
         "st",
         "top",
@@ -52,7 +57,8 @@ class DirNode:
         self.name = name
         self.parent = parent
         self.key = key  # running CRC of the relative path, for the shard partition
-        self.rel = rel  # path relative to the root, only when something needs it
+        self.relpaths = rel is not None  # the run needs paths relative to the root
+        self._rel = rel  # this one's, when short enough to keep (see ``rel``)
         # The top-level directory this one is in, for the report ("." for the root itself).
         self.top = "." if parent is None else (name if parent.parent is None else parent.top)
         self.fd: int | None = None
@@ -68,6 +74,24 @@ class DirNode:
     def __repr__(self) -> str:
         return f"DirNode({self.name!r}, pending={self.pending}, fd={self.fd})"
 
+    @property
+    def rel(self) -> str | None:
+        """The path relative to the root, when the run needs it (None otherwise). Kept on the
+        node up to REL_KEPT_MAX characters; a longer one is made from the nearest ancestor
+        that keeps its own. Kept whole, a chain of N nested directories would hold N paths
+        of up to N names each: 2 GB at 4,000 levels of 255-character names (found by
+        review); made on demand, memory stays linear in the depth."""
+        if self._rel is not None or not self.relpaths:
+            return self._rel
+        names = []
+        node: DirNode | None = self
+        while node is not None and node._rel is None:
+            names.append(node.name)
+            node = node.parent
+        assert node is not None  # the root keeps its own: ""
+        names.reverse()
+        return "/".join([node._rel, *names]) if node._rel else "/".join(names)
+
     def chain(self) -> list[DirNode]:
         """This node and its ancestors up to the root, root last."""
         nodes: list[DirNode] = []
@@ -82,11 +106,12 @@ def add_child(
     parent: DirNode, name: str, key: int, with_rel: bool, ino: int | None = None
 ) -> DirNode:
     """A directory found by ``parent``'s listing: it holds its parent until it is finished."""
-    rel = None
-    if with_rel:
-        rel = f"{parent.rel}/{name}" if parent.rel else name
     parent.pending += 1
-    child = DirNode(name, parent, key, rel)
+    child = DirNode(name, parent, key)
+    child.relpaths = with_rel
+    if with_rel and parent._rel is not None:
+        rel = f"{parent._rel}/{name}" if parent._rel else name
+        child._rel = rel if len(rel) <= REL_KEPT_MAX else None
     child.ino = ino
     return child
 
