@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -393,3 +394,43 @@ def test_at_the_listing_cap_a_directory_with_many_subdirectories_is_not_queued_w
         "file:d/d/d/s0000/young"
     }
     assert most[0] <= 800 + 100 + 10, most[0]  # the entry budget, one batch, the chain
+
+
+def test_a_second_signal_ends_a_run_blocked_on_its_output(tmp_path):
+    # A reader of stdout that stopped reading (a stalled log driver) blocks the loop in a
+    # write: the loop cannot take signals, and two SIGTERMs did nothing, only SIGKILL ended
+    # the run (found by review). The second one now ends it within a few seconds.
+    old_files(tmp_path / "d", 3000)
+    read_end, write_end = os.pipe()  # never read: it fills after ~64 KB of records
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EFSPURGE_")}
+    proc = subprocess.Popen(
+        [EFSPURGE, str(tmp_path), "--dry-run", "--log-level", "DEBUG"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "pipe_write" not in _wchan(proc.pid):
+            time.sleep(0.1)
+        assert "pipe_write" in _wchan(proc.pid)  # blocked in the write
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert proc.poll() is None  # one signal: a stop, which the blocked loop cannot make
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(read_end)
+    assert proc.returncode == 143
+    assert "second SIGTERM: exiting at once" in err.decode()
+
+
+def _wchan(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return ""

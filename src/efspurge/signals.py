@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# How long the loop has to take a second signal before a thread exits in its place.
+SECOND_SIGNAL_GRACE = 2.0
 
 _received: int | None = None
 
@@ -87,8 +91,22 @@ class LoopHandlers:
         # asyncio has no public way to read a loop's handler: its table, where there is one.
         table = getattr(loop, "_signal_handlers", {})
         self.saved = [(table.get(s), signal.getsignal(s)) for s in self.signums]
+        self.deliveries = 0
         for signum in self.signums:
             loop.add_signal_handler(signum, on_signal, signum)
+            # asyncio's own Python-level handler does nothing (the wakeup descriptor carries
+            # the signal to the loop); this one also counts, for a loop that cannot run.
+            signal.signal(signum, self._delivered)
+
+    def _delivered(self, signum: int, frame: FrameType | None) -> None:
+        """Runs in the main thread even while the loop is blocked in a write (a log reader
+        or a --manifest pipe that stopped reading: Python runs handlers when the write is
+        interrupted, then writes again). The loop takes a second signal as "exit at once";
+        if it cannot run, a thread does it SECOND_SIGNAL_GRACE seconds later (found by review:
+        two SIGTERMs did nothing, only SIGKILL ended such a run)."""
+        self.deliveries += 1
+        if self.deliveries == 2:
+            threading.Thread(target=_exit_later, args=(signum,), daemon=True).start()
 
     def remove(self) -> None:
         for signum, (handle, handler) in zip(self.signums, self.saved, strict=True):
@@ -97,3 +115,9 @@ class LoopHandlers:
                 self.loop.add_signal_handler(signum, handle._callback, *handle._args)
             elif handler is not None:
                 signal.signal(signum, handler)
+
+
+def _exit_later(signum: int) -> None:
+    time.sleep(SECOND_SIGNAL_GRACE)
+    os.write(2, f"efspurge: second {signal.Signals(signum).name}: exiting at once\n".encode())
+    os._exit(128 + signum)
