@@ -297,14 +297,12 @@ class WorkerPool:
         return len(self.workers) * self.depth
 
     async def kill_when_stuck(self, log: logging.Logger) -> None:
-        """Started at the run's stop: batches end at their next check of the stop flag (every
-        file on a network filesystem), so a healthy worker answers within a round trip or a
-        few. A worker that still owes replies and has not made a single stop check for
-        STOP_GRACE_SECONDS is stopped, frozen or stuck in a system call: it is killed
-        (Worker.kill), so that the run ends with its record instead of hanging until the
-        orchestrator's SIGKILL (found by review). One whose checks go on is only slow (a
-        throttled server, a directory whose unlinks queue on its lock): it is waited for, as
-        killing it would lose the record of its last deletions (found by review)."""
+        """Started at the run's stop: batches end at their next check of the stop flag. A
+        worker that still owes replies and has made no check (its heartbeat) for
+        STOP_GRACE_SECONDS is stopped, frozen or stuck in a system call: it is killed, so that
+        the run ends with its record, not at the orchestrator's SIGKILL. One whose checks go
+        on is only slow (a throttled server, unlinks queued on a directory's lock): it is
+        waited for, as killing it would lose its last deletions' record (found by review)."""
         last = self._heartbeats()
         while True:
             await asyncio.sleep(STOP_GRACE_SECONDS)
@@ -312,19 +310,10 @@ class WorkerPool:
             owing = [i for i, w in enumerate(self.workers) if w.replies_due and w.broken is None]
             if not owing:
                 return
-            for index in owing:
-                if beats[index] == last[index]:
-                    worker = self.workers[index]
-                    worker.kill(STOP_GRACE_SECONDS)
-                    log.warning(
-                        "Worker process did not stop: killed",
-                        extra={
-                            "extra_fields": {
-                                "pid": worker.pid,
-                                "grace_seconds": STOP_GRACE_SECONDS,
-                            }
-                        },
-                    )
+            for worker in [self.workers[i] for i in owing if beats[i] == last[i]]:
+                worker.kill(STOP_GRACE_SECONDS)
+                fields = {"pid": worker.pid, "grace_seconds": STOP_GRACE_SECONDS}
+                log.warning("Worker process did not stop: killed", extra={"extra_fields": fields})
             last = beats
 
     def _heartbeats(self) -> list[int]:
