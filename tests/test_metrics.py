@@ -296,6 +296,27 @@ def test_progress_updates_the_textfile_and_keeps_the_last_run(tmp_path):
     assert value(found, "efspurge_last_run_files_deleted") == 6
 
 
+def test_the_update_timestamp_stands_still_while_the_counts_do(tmp_path):
+    # A run stuck on a hung mount still sends progress updates; its counts no longer move.
+    # The timestamp advanced with every update all the same, so EfspurgeStalled ("no progress
+    # for 15 minutes") never fired (found by review). It is when the counts last changed.
+    prom = tmp_path / "efspurge.prom"
+    settings = Settings(path=str(tmp_path), metrics_file=str(prom), processes=1)
+
+    def update(scanned: int, elapsed: float) -> float:
+        metrics.publish_progress({"files_scanned": scanned, "elapsed_seconds": elapsed}, settings)
+        metrics._progress.thread.join(10)
+        found = samples(prom.read_text())
+        assert value(found, "efspurge_current_run_elapsed_seconds") == elapsed
+        return value(found, "efspurge_current_run_updated_timestamp_seconds")
+
+    first = update(10, 1.0)
+    time.sleep(1.1)
+    assert update(10, 2.1) == first  # no progress: the same timestamp
+    moved = update(11, 2.2)
+    assert moved > first and abs(moved - time.time()) < 60
+
+
 def test_publish_progress_never_raises(tmp_path):
     settings = Settings(path=str(tmp_path), metrics_file=str(tmp_path / "no" / "dir" / "m.prom"))
     metrics.publish_progress({"files_scanned": "not a number"}, settings)

@@ -165,11 +165,13 @@ def final_families(
     return out
 
 
-def progress_families(snapshot: dict, now: float) -> Families:
+def progress_families(snapshot: dict, changed_at: float) -> Families:
+    """While a run goes on. The update timestamp is when the counts last changed (the help
+    text, which a Pushgateway requires unchanged across versions, says "updated")."""
     out = Families()
     _build_info(out)
     values = {suffix: snapshot.get(key, 0) or 0 for suffix, _, _, key in _RUN_VALUES}
-    _progress_families(out, values, True, snapshot.get("elapsed_seconds", 0) or 0, now)
+    _progress_families(out, values, True, snapshot.get("elapsed_seconds", 0) or 0, changed_at)
     return out
 
 

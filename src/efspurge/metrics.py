@@ -53,6 +53,10 @@ class _ProgressState:
         self.abort: PushAbort | None = None
         self.failures = 0
         self.last_error = ""
+        # The counts of the last update, and when they last changed: the timestamp published
+        # with them, so that a run whose counts stop moving (a hung mount) looks stalled.
+        self.counts: tuple | None = None
+        self.changed_at = 0.0
 
 
 _progress = _ProgressState()
@@ -74,12 +78,15 @@ def publish_progress(snapshot: dict, settings: Settings) -> None:
             if _progress.settings is not settings:
                 _progress.__init__()
                 _progress.settings = settings
+            counts = tuple(v for k, v in sorted(snapshot.items()) if k != "elapsed_seconds")
+            if counts != _progress.counts:
+                _progress.counts, _progress.changed_at = counts, time.time()
             if _progress.closed or (_progress.thread and _progress.thread.is_alive()):
                 return
             abort = _progress.abort = PushAbort()
             _progress.thread = threading.Thread(
                 target=_progress_job,
-                args=(dict(snapshot), settings, abort),
+                args=(dict(snapshot), settings, abort, _progress.changed_at),
                 name="efspurge-metrics-progress",
                 daemon=True,
             )
@@ -88,10 +95,10 @@ def publish_progress(snapshot: dict, settings: Settings) -> None:
         pass
 
 
-def _progress_job(snapshot: dict, settings: Settings, abort: PushAbort) -> None:
+def _progress_job(snapshot: dict, settings: Settings, abort: PushAbort, changed_at: float):
     step = "progress"
     try:
-        families = progress_families(snapshot, time.time())
+        families = progress_families(snapshot, changed_at)
         if settings.metrics_file and not abort.aborted:
             step = "file"
             write_textfile(settings.metrics_file, settings, families, final=False)
