@@ -417,3 +417,56 @@ def test_the_callers_signal_handlers_are_put_back(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["TERM", "INT"]
+
+
+SECOND_SIGNAL_AFTER_THE_RUN = """
+import asyncio, os, signal, time
+from efspurge import signals
+loop = asyncio.new_event_loop()
+handlers = signals.LoopHandlers(loop, lambda signum: None)
+os.kill(os.getpid(), signal.SIGTERM)  # two signals the loop never takes: its watchdog wakes
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.3)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the caller's, after the run
+handlers.remove()  # the run is over before the watchdog's 2 s
+time.sleep(3)
+print("alive")
+"""
+
+
+def test_a_second_signal_taken_as_the_run_ends_does_not_kill_the_caller_later():
+    # The thread that ends a run whose loop cannot take a second signal used to fire 2 s
+    # later whatever happened meanwhile, killing a caller whose purge() had returned (found
+    # by review). It stands down when the run's handlers are removed.
+    result = subprocess.run(
+        [sys.executable, "-c", SECOND_SIGNAL_AFTER_THE_RUN], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "alive"
+
+
+def test_on_a_loop_whose_handlers_cannot_be_read_none_is_put_back():
+    # uvloop keeps a loop's signal handlers in C: the process-level handler then belongs to
+    # the loop, and putting it back after a run left SIGTERM silently ignored (found by
+    # review). Nothing is put back there: asyncio's default action, as before.
+    import signal
+
+    from efspurge import signals
+
+    class OpaqueLoop:  # add/remove_signal_handler, and no readable table
+        def add_signal_handler(self, signum, callback, *args):
+            signal.signal(signum, lambda *a: None)
+
+        def remove_signal_handler(self, signum):
+            signal.signal(signum, signal.SIG_DFL)
+
+    def the_loops_own(*args):
+        pass
+
+    before = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, the_loops_own)
+    try:
+        signals.LoopHandlers(OpaqueLoop(), lambda signum: None).remove()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -304,7 +304,10 @@ def test_the_update_timestamp_stands_still_while_the_counts_do(tmp_path):
     settings = Settings(path=str(tmp_path), metrics_file=str(prom), processes=1)
 
     def update(scanned: int, elapsed: float) -> float:
-        metrics.publish_progress({"files_scanned": scanned, "elapsed_seconds": elapsed}, settings)
+        # A run's snapshot: its rate and memory move on their own, the counts do not.
+        snapshot = {"files_scanned": scanned, "errors": 1, "elapsed_seconds": elapsed}
+        snapshot |= {"files_per_second": scanned / elapsed, "memory_mb": 20 + elapsed}
+        metrics.publish_progress(snapshot, settings)
         metrics._progress.thread.join(10)
         found = samples(prom.read_text())
         assert value(found, "efspurge_current_run_elapsed_seconds") == elapsed

@@ -165,6 +165,12 @@ def final_families(
     return out
 
 
+def progress_counts(snapshot: dict) -> tuple:
+    """The counts a progress update publishes: what says whether the run moved (the rates and
+    the memory in a snapshot change on their own)."""
+    return tuple(snapshot.get(key, 0) or 0 for *_, key in _RUN_VALUES)
+
+
 def progress_families(snapshot: dict, changed_at: float) -> Families:
     """While a run goes on. The update timestamp is when the counts last changed (the help
     text, which a Pushgateway requires unchanged across versions, says "updated")."""

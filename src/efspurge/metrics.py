@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 
-from efspurge.metricfamilies import final_families, progress_families
+from efspurge.metricfamilies import final_families, progress_counts, progress_families
 from efspurge.metricsio import PushAbort, push, write_textfile
 from efspurge.settings import Settings
 
@@ -78,7 +78,7 @@ def publish_progress(snapshot: dict, settings: Settings) -> None:
             if _progress.settings is not settings:
                 _progress.__init__()
                 _progress.settings = settings
-            counts = tuple(v for k, v in sorted(snapshot.items()) if k != "elapsed_seconds")
+            counts = progress_counts(snapshot)
             if counts != _progress.counts:
                 _progress.counts, _progress.changed_at = counts, time.time()
             if _progress.closed or (_progress.thread and _progress.thread.is_alive()):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -83,15 +82,35 @@ class LoopHandlers:
 
     What handled each signal before, the loop's handler or the process's, is put back by
     ``remove()``: asyncio's ``remove_signal_handler`` alone leaves the default action, and a
-    Python caller's process would then die of its next SIGTERM (found by review)."""
+    Python caller's process would then die of its next SIGTERM (found by review). On a loop
+    whose handlers cannot be read (uvloop keeps them in C), nothing is put back: the old
+    behaviour, rather than a process-level handler that belongs to that loop."""
 
     def __init__(self, loop: Any, on_signal: Callable[[int], None]) -> None:
         self.loop = loop
         self.signums = [s for s in SIGNALS if stops_the_run(s)]
-        # asyncio has no public way to read a loop's handler: its table, where there is one.
-        table = getattr(loop, "_signal_handlers", {})
-        self.saved = [(table.get(s), signal.getsignal(s)) for s in self.signums]
-        self.deliveries = 0
+        # asyncio has no public way to read a loop's handlers: its table, where there is one.
+        table = getattr(loop, "_signal_handlers", None)
+        self.saved = [
+            (table.get(s), signal.getsignal(s)) if table is not None else (None, None)
+            for s in self.signums
+        ]
+        # A signal recorded before the run (efspurge.signals) is the run's first.
+        self.deliveries = 1 if early_signal() is not None else 0
+        self._removed = False
+        # The thread that ends the process if the loop cannot take a second signal: started
+        # now, not from the handler (starting a thread takes a lock the interrupted code may
+        # hold), and woken through a pipe (a write is safe in a handler).
+        self._wake_r, self._wake_w = os.pipe()
+        self._done = threading.Event()
+        self._watchdog = threading.Thread(
+            target=self._exit_if_stuck, name="efspurge-second-signal", daemon=True
+        )
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, self.signums)
+        try:
+            self._watchdog.start()  # with the signals blocked: they are never delivered to it
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         for signum in self.signums:
             loop.add_signal_handler(signum, on_signal, signum)
             # asyncio's own Python-level handler does nothing (the wakeup descriptor carries
@@ -102,22 +121,36 @@ class LoopHandlers:
         """Runs in the main thread even while the loop is blocked in a write (a log reader
         or a --manifest pipe that stopped reading: Python runs handlers when the write is
         interrupted, then writes again). The loop takes a second signal as "exit at once";
-        if it cannot run, a thread does it SECOND_SIGNAL_GRACE seconds later (found by review:
-        two SIGTERMs did nothing, only SIGKILL ended such a run)."""
+        if it cannot run, the watchdog thread does it SECOND_SIGNAL_GRACE seconds later
+        (found by review: two SIGTERMs did nothing, only SIGKILL ended such a run)."""
         self.deliveries += 1
-        if self.deliveries == 2:
-            threading.Thread(target=_exit_later, args=(signum,), daemon=True).start()
+        if self.deliveries == 2 and not self._removed:
+            os.write(self._wake_w, bytes([signum]))
+
+    def _exit_if_stuck(self) -> None:
+        woken = os.read(self._wake_r, 1)
+        if woken == b"\0" or self._done.wait(SECOND_SIGNAL_GRACE):
+            return  # the run is over (remove()): its handlers are no longer ours to act on
+        signum = woken[0]
+        os.write(2, f"efspurge: second {signal.Signals(signum).name}: exiting at once\n".encode())
+        os._exit(128 + signum)
 
     def remove(self) -> None:
-        for signum, (handle, handler) in zip(self.signums, self.saved, strict=True):
-            self.loop.remove_signal_handler(signum)
-            if handle is not None:
-                self.loop.add_signal_handler(signum, handle._callback, *handle._args)
-            elif handler is not None:
-                signal.signal(signum, handler)
-
-
-def _exit_later(signum: int) -> None:
-    time.sleep(SECOND_SIGNAL_GRACE)
-    os.write(2, f"efspurge: second {signal.Signals(signum).name}: exiting at once\n".encode())
-    os._exit(128 + signum)
+        self._removed = True
+        # Held back while the handlers change hands, then delivered to the restored ones:
+        # in between, a SIGTERM would meet the default action and kill the process.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, self.signums)
+        try:
+            for signum, (handle, handler) in zip(self.signums, self.saved, strict=True):
+                self.loop.remove_signal_handler(signum)
+                if handle is not None:
+                    self.loop.add_signal_handler(signum, handle._callback, *handle._args)
+                elif handler is not None:
+                    signal.signal(signum, handler)
+        finally:
+            os.write(self._wake_w, b"\0")
+            self._done.set()
+            self._watchdog.join(5)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)

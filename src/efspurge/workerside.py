@@ -28,7 +28,7 @@ from efspurge.filepurge import FileRules
 
 HEADER = struct.Struct("!I")
 PEAK = struct.Struct("Q")  # KiB
-BEAT = struct.Struct("Q")  # a worker's stop checks so far (its heartbeat), modulo 2**32
+BEAT = struct.Struct("Q")  # a worker's stop checks so far (its heartbeat), kept below 2**32
 MAX_FDS_PER_BATCH = 64  # directories in one message (SCM_RIGHTS allows up to 253)
 
 
@@ -141,12 +141,13 @@ def _stop_with_parent(rules: FileRules, beats: mmap.mmap, index: int) -> FileRul
     one that is slow (WorkerPool.kill_when_stuck)."""
     parent, stopped = os.getppid(), rules.stopped
     counter = memoryview(beats).cast("Q")
+    # The parent is asked for at every check on a local disk (every 64 files), every 16th
+    # where batches check before every file (a system call per file would cost more).
+    every = 15 if rules.stop_check_mask == 0 else 0
 
     def stopped_or_orphaned() -> bool:
         beat = counter[index] = (counter[index] + 1) & 0xFFFF_FFFF  # a sign of life
-        # The parent is asked for every 16th check only: a system call, and network batches
-        # check before every file.
-        return stopped() or (beat & 15 == 0 and os.getppid() != parent)
+        return stopped() or (beat & every == 0 and os.getppid() != parent)
 
     return replace(rules, stopped=stopped_or_orphaned)
 
